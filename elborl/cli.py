@@ -1,0 +1,146 @@
+"""The `elborl` command line. Bad input prints one `error:` message and exits with code 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from elborl.config import Params, load_params
+from elborl.errors import UserError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="RL fine-tuning for flow-matching models.",
+)
+config_app = typer.Typer(no_args_is_help=True, help="Inspect and validate params.yaml.")
+world_app = typer.Typer(no_args_is_help=True, help="The embedded shapes world.")
+app.add_typer(config_app, name="config")
+app.add_typer(world_app, name="world")
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="The params file.")]
+
+
+def _spec(params: Params):
+    from elborl.world.spec import WorldSpec
+
+    try:
+        return WorldSpec.from_config(params.world)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+
+
+@config_app.command("check")
+def config_check(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Validate the params file and print the resolved config (defaults filled in)."""
+    p = load_params(params)
+    _spec(p)
+    typer.echo(json.dumps(p.model_dump(mode="json"), indent=2))
+
+
+@world_app.command("spec")
+def world_spec(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Print the world's spec as JSON."""
+    typer.echo(json.dumps(_spec(load_params(params)).to_json(), indent=2))
+
+
+@app.command()
+def prompts(
+    out: Annotated[Path, typer.Option(help="Folder for train.jsonl and test.jsonl.")],
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Write disjoint GenEval-format train and test prompt sets over the world's classes."""
+    from stages.prompts import run_stage
+
+    run_stage(load_params(params), out)
+
+
+@app.command()
+def render(
+    metadata: Annotated[Path, typer.Option(help="GenEval metadata JSONL.")],
+    out: Annotated[Path, typer.Option(help="Output folder (GenEval layout).")],
+    images_per_prompt: Annotated[int, typer.Option(min=1, help="Images per prompt.")] = 4,
+    seed: Annotated[int, typer.Option(help="Layout seed.")] = 0,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Render ground-truth images that satisfy each prompt, in GenEval's folder layout."""
+    from elborl.geneval_io import metadata_classes, read_metadata_jsonl, write_layout
+    from elborl.world.render import render_images
+
+    spec = _spec(load_params(params))
+    rows = read_metadata_jsonl(metadata)
+    unknown = metadata_classes(rows) - set(spec.classes)
+    if unknown:
+        raise UserError(f"{metadata}: classes not in the world: {', '.join(sorted(unknown))} "
+                        f"(world.classes: {', '.join(spec.classes)})")  # fmt: skip
+    write_layout(
+        out, rows, images_per_prompt, lambda i, m: render_images(m, spec, images_per_prompt, seed, i)
+    )
+    typer.echo(f"rendered {len(rows)} prompts x {images_per_prompt} images to {out}")
+
+
+@app.command()
+def score(
+    images: Annotated[Path, typer.Option(help="GenEval-layout folder to score.")],
+    out: Annotated[Path, typer.Option(help="Folder for results.jsonl and summary.json.")],
+    detector: Annotated[str | None, typer.Option(help="Detector (default: geneval.detector).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Score a GenEval-layout folder with GenEval's rules; print the summary."""
+    from elborl.rewards.detectors import DETECTORS, build_detector
+    from elborl.rewards.geneval import Rules
+    from elborl.rewards.scoring import score_folder, write_scores
+
+    p = load_params(params)
+    name = detector or p.geneval.detector
+    if name not in DETECTORS:
+        raise UserError(f"--detector: expected one of {', '.join(DETECTORS)}, found {name!r}")
+    rows, summary = score_folder(images, build_detector(name, _spec(p)), Rules.from_config(p.geneval))
+    write_scores(out, rows, summary)
+    typer.echo(json.dumps(summary, indent=2))
+
+
+@app.command()
+def ceiling(
+    prompts: Annotated[Path, typer.Option(help="Test prompts (GenEval metadata JSONL).")] = Path(
+        "data/prompts/test.jsonl"
+    ),
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/ceiling"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Render ground truth for the test prompts and score it: the detector's ceiling."""
+    from stages.ceiling import run_stage
+
+    p = load_params(params)
+    _spec(p)
+    run_stage(p, prompts, out)
+
+
+def main() -> None:
+    """Entry point: run the app, turning `UserError` into `error: ...` and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as err:
+        typer.echo(f"error: {err}", err=True)
+        sys.exit(2)
+    except typer.Exit as err:
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as err:  # click's usage errors
+        import click
+
+        if isinstance(err, click.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

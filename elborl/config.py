@@ -1,0 +1,190 @@
+"""The params.yaml schema: one pydantic model per section, every field documented where it is defined.
+
+Each DVC stage reads its own section (plus `world`, which describes the embedded world that every
+stage shares). Loading validates the whole file, so a typo anywhere stops a stage before it does any
+work, with a message that names the file, the dotted key, what was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from elborl.errors import UserError
+
+ShapeName = Literal["circle", "square", "triangle", "cross", "diamond"]
+DetectorName = Literal["shapes"]
+
+
+class Section(BaseModel):
+    """Base of every params section: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class WorldConfig(Section):
+    """The embedded "shapes" world: what scenes look like (ARCHITECTURE.md section 4)."""
+
+    size: int = Field(32, ge=24, le=64, description="Canvas side in pixels; images are size x size RGB.")
+    classes: list[ShapeName] = Field(
+        default=["circle", "square", "triangle", "cross"],
+        min_length=4,
+        description="Shape classes of the world, in label order; at least 4, no repeats.",
+    )
+    background: list[int] = Field(
+        [128, 128, 128],
+        description="Background RGB (0-255); must be far from all ten colour anchors.",
+    )
+    min_object: int = Field(9, ge=6, description="Smallest object side in pixels (bounding box).")
+    max_object: int = Field(13, ge=6, description="Largest object side in pixels (bounding box).")
+    gap: int = Field(2, ge=1, le=8, description="Least free pixels between two objects' boxes.")
+
+    @model_validator(mode="after")
+    def _check(self) -> WorldConfig:
+        if len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"classes: expected no repeats, found {self.classes}")
+        if len(self.background) != 3 or any(not 0 <= c <= 255 for c in self.background):
+            raise ValueError(f"background: expected 3 integers in 0..255, found {list(self.background)}")
+        if self.min_object > self.max_object:
+            raise ValueError(
+                f"min_object: expected <= max_object ({self.max_object}), found {self.min_object}"
+            )
+        # Four objects of the largest size must fit on a 2 x 2 grid with the gap between them.
+        if 2 * self.max_object + 2 * self.gap > self.size:
+            raise ValueError(
+                f"max_object: expected 2 * max_object + 2 * gap <= size ({self.size}) so that four "
+                f"objects fit, found max_object={self.max_object}, gap={self.gap}"
+            )
+        return self
+
+
+class PromptsConfig(Section):
+    """The `prompts` stage: GenEval-format train and test prompt sets over the world's classes."""
+
+    seed: int = Field(0, description="Seed of the shuffle that splits scenes into train and test.")
+    test_size: int = Field(
+        240, ge=6, description="Target number of test prompts, spread over the six tags like GenEval's."
+    )
+    train_size: int = Field(0, ge=0, description="Cap on train prompts (0 = every prompt not in test).")
+    max_test_fraction: float = Field(
+        0.3, gt=0.0, lt=1.0, description="Largest share of one tag's scenes that may go to the test set."
+    )
+    counting_min: int = Field(2, ge=1, le=4, description="Smallest count in `counting` prompts (GenEval: 2).")
+    counting_max: int = Field(4, ge=1, le=4, description="Largest count in `counting` prompts (GenEval: 4).")
+
+    @model_validator(mode="after")
+    def _check(self) -> PromptsConfig:
+        if self.counting_min > self.counting_max:
+            raise ValueError(
+                f"counting_min: expected <= counting_max ({self.counting_max}), found {self.counting_min}"
+            )
+        return self
+
+
+class GenEvalConfig(Section):
+    """GenEval's scoring options (djghosh13/geneval evaluate_images.py defaults)."""
+
+    detector: DetectorName = Field("shapes", description="Detector that turns an image into detections.")
+    threshold: float = Field(
+        0.3, ge=0.0, lt=1.0, description="Detection score threshold (all tags but counting)."
+    )
+    counting_threshold: float = Field(
+        0.9, ge=0.0, lt=1.0, description="Detection score threshold for `counting`."
+    )
+    max_objects: int = Field(16, ge=1, description="Most detections kept per class, by score.")
+    max_overlap: float = Field(
+        1.0, gt=0.0, le=1.0, description="NMS IoU threshold (1.0 = no NMS, the default)."
+    )
+    position_threshold: float = Field(
+        0.1, ge=0.0, lt=0.5, description="Share of the two boxes' sizes removed from the centre offset."
+    )
+
+
+class CeilingConfig(Section):
+    """The `ceiling` stage: render ground-truth images of the test prompts and score them.
+
+    This measures what a perfect generator would score under the chosen detector: the upper bound of
+    every evaluation, and a check that the detector reads the world correctly.
+    """
+
+    images_per_prompt: int = Field(4, ge=1, le=64, description="Rendered images per test prompt.")
+    seed: int = Field(0, description="Seed of the random layouts.")
+
+
+class Params(Section):
+    """All of params.yaml. Sections = DVC stages, plus `world` and `geneval` that stages share."""
+
+    world: WorldConfig = Field(default_factory=WorldConfig, description="The embedded world.")
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="`prompts` stage.")
+    geneval: GenEvalConfig = Field(default_factory=GenEvalConfig, description="GenEval scoring options.")
+    ceiling: CeilingConfig = Field(default_factory=CeilingConfig, description="`ceiling` stage.")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed at `loc` (the parent of an unknown key), for the error message."""
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+def format_validation_error(err: ValidationError, source: str, model: type[BaseModel] = Params) -> str:
+    """One line per problem: `<file>: <dotted.key>: expected ..., found ...`."""
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "<top level>"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(model, loc[:-1])
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            lines.append(f"{source}: {key}: unknown key{hint}; expected one of: {', '.join(allowed)}")
+            continue
+        msg = e["msg"].removeprefix("Value error, ")
+        field, sep, rest = msg.partition(": expected ")
+        if sep and field.isidentifier():  # a model validator naming its own field
+            key = f"{key}.{field}" if loc else field
+            lines.append(f"{source}: {key}: expected {rest}")
+            continue
+        expected = msg.removeprefix("Input should be ").removeprefix("Input ")
+        expected = expected[0].lower() + expected[1:]
+        lines.append(f"{source}: {key}: expected {expected}, found {e['input']!r}")
+    return "\n".join(lines)
+
+
+def parse_params(data: Any, source: str = "<params>") -> Params:
+    """Validate a params mapping (already parsed from YAML)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of sections, found {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, source)) from None
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml.
+
+    Args:
+        path: The params file. Sections absent from it take their defaults.
+
+    Raises:
+        UserError: The file is missing, is not YAML, or fails validation (message names file and key).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: params file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {err}") from None
+    return parse_params(data, str(path))

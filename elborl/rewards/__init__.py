@@ -1,0 +1,1 @@
+"""Rewards: GenEval's rules (`geneval`), detectors (`detectors`) and folder scoring (`scoring`)."""

@@ -1,0 +1,5 @@
+"""The embedded "shapes" world: spec, prompt generator and renderer (ARCHITECTURE.md section 4)."""
+
+from elborl.world.spec import COLORS, WorldSpec
+
+__all__ = ["COLORS", "WorldSpec"]
