@@ -70,7 +70,9 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union else 0.0
 
 
-def select(detections: Iterable[Detection], tag: str, rules: Rules = DEFAULT_RULES) -> dict[str, list[Detection]]:
+def select(
+    detections: Iterable[Detection], tag: str, rules: Rules = DEFAULT_RULES
+) -> dict[str, list[Detection]]:
     """Keep detections as GenEval does: per class, sorted by score, score > threshold, capped, NMS.
 
     The threshold is `counting_threshold` for the `counting` tag and `threshold` otherwise.
@@ -202,7 +204,9 @@ def _check_pairs(
     return True
 
 
-def partial_credit(detected: dict[str, list[Detection]], metadata: dict, rules: Rules = DEFAULT_RULES) -> float:
+def partial_credit(
+    detected: dict[str, list[Detection]], metadata: dict, rules: Rules = DEFAULT_RULES
+) -> float:
     """Training reward in [0, 1]; exactly 1.0 iff `evaluate` says correct.
 
     Credit is the mean over checks, one check per include clause part and exclude clause:
