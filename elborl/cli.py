@@ -78,9 +78,7 @@ def render(
     if unknown:
         raise UserError(f"{metadata}: classes not in the world: {', '.join(sorted(unknown))} "
                         f"(world.classes: {', '.join(spec.classes)})")  # fmt: skip
-    write_layout(
-        out, rows, images_per_prompt, lambda i, m: render_images(m, spec, images_per_prompt, seed, i)
-    )
+    write_layout(out, rows, images_per_prompt, lambda i, m: render_images(m, spec, images_per_prompt, seed, i))
     typer.echo(f"rendered {len(rows)} prompts x {images_per_prompt} images to {out}")
 
 

@@ -50,9 +50,7 @@ class WorldConfig(Section):
         if len(self.background) != 3 or any(not 0 <= c <= 255 for c in self.background):
             raise ValueError(f"background: expected 3 integers in 0..255, found {list(self.background)}")
         if self.min_object > self.max_object:
-            raise ValueError(
-                f"min_object: expected <= max_object ({self.max_object}), found {self.min_object}"
-            )
+            raise ValueError(f"min_object: expected <= max_object ({self.max_object}), found {self.min_object}")
         # Four objects of the largest size must fit on a 2 x 2 grid with the gap between them.
         if 2 * self.max_object + 2 * self.gap > self.size:
             raise ValueError(
@@ -79,9 +77,7 @@ class PromptsConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> PromptsConfig:
         if self.counting_min > self.counting_max:
-            raise ValueError(
-                f"counting_min: expected <= counting_max ({self.counting_max}), found {self.counting_min}"
-            )
+            raise ValueError(f"counting_min: expected <= counting_max ({self.counting_max}), found {self.counting_min}")
         return self
 
 
@@ -89,16 +85,10 @@ class GenEvalConfig(Section):
     """GenEval's scoring options (djghosh13/geneval evaluate_images.py defaults)."""
 
     detector: DetectorName = Field("shapes", description="Detector that turns an image into detections.")
-    threshold: float = Field(
-        0.3, ge=0.0, lt=1.0, description="Detection score threshold (all tags but counting)."
-    )
-    counting_threshold: float = Field(
-        0.9, ge=0.0, lt=1.0, description="Detection score threshold for `counting`."
-    )
+    threshold: float = Field(0.3, ge=0.0, lt=1.0, description="Detection score threshold (all tags but counting).")
+    counting_threshold: float = Field(0.9, ge=0.0, lt=1.0, description="Detection score threshold for `counting`.")
     max_objects: int = Field(16, ge=1, description="Most detections kept per class, by score.")
-    max_overlap: float = Field(
-        1.0, gt=0.0, le=1.0, description="NMS IoU threshold (1.0 = no NMS, the default)."
-    )
+    max_overlap: float = Field(1.0, gt=0.0, le=1.0, description="NMS IoU threshold (1.0 = no NMS, the default).")
     position_threshold: float = Field(
         0.1, ge=0.0, lt=0.5, description="Share of the two boxes' sizes removed from the centre offset."
     )

@@ -31,16 +31,13 @@ def _check_clause(clause: object, where: str, kind: str, index: int, n_before: i
     if extra:
         raise UserError(f"{where}: {kind}[{index}]: unknown key(s) {sorted(extra)}")
     if not isinstance(clause.get("class"), str) or not clause["class"]:
-        raise UserError(
-            f"{where}: {kind}[{index}].class: expected a class name, found {clause.get('class')!r}"
-        )
+        raise UserError(f"{where}: {kind}[{index}].class: expected a class name, found {clause.get('class')!r}")
     count = clause.get("count")
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise UserError(f"{where}: {kind}[{index}].count: expected an integer >= 1, found {count!r}")
     if "color" in clause and clause["color"] not in COLOR_NAMES:
         raise UserError(
-            f"{where}: {kind}[{index}].color: expected one of {', '.join(COLOR_NAMES)}, "
-            f"found {clause['color']!r}"
+            f"{where}: {kind}[{index}].color: expected one of {', '.join(COLOR_NAMES)}, found {clause['color']!r}"
         )
     if "position" in clause:
         pos = clause["position"]
@@ -187,7 +184,6 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
         raise UserError(f"{path}: not a readable image ({err.__class__.__name__})") from None
     if size is not None and image.shape[:2] != (size, size):
         raise UserError(
-            f"{path}: expected a {size}x{size} image (the world's size), "
-            f"found {image.shape[1]}x{image.shape[0]}"
+            f"{path}: expected a {size}x{size} image (the world's size), found {image.shape[1]}x{image.shape[0]}"
         )
     return image

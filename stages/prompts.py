@@ -26,6 +26,4 @@ def run_stage(params: Params, out: str | Path = "data/prompts") -> None:
     write_jsonl(Path(out) / "test.jsonl", test)
     for name, rows in (("train", train), ("test", test)):
         tags = collections.Counter(m["tag"] for m in rows)
-        print(
-            f"prompts: {name}: {len(rows)} prompts ({', '.join(f'{t} {n}' for t, n in sorted(tags.items()))})"
-        )
+        print(f"prompts: {name}: {len(rows)} prompts ({', '.join(f'{t} {n}' for t, n in sorted(tags.items()))})")

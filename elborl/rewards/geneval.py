@@ -51,9 +51,7 @@ class Rules:
 
     @classmethod
     def from_config(cls, cfg: GenEvalConfig) -> Rules:
-        return cls(
-            cfg.threshold, cfg.counting_threshold, cfg.max_objects, cfg.max_overlap, cfg.position_threshold
-        )
+        return cls(cfg.threshold, cfg.counting_threshold, cfg.max_objects, cfg.max_overlap, cfg.position_threshold)
 
 
 DEFAULT_RULES = Rules()
@@ -70,9 +68,7 @@ def _iou(a: Box, b: Box) -> float:
     return inter / union if union else 0.0
 
 
-def select(
-    detections: Iterable[Detection], tag: str, rules: Rules = DEFAULT_RULES
-) -> dict[str, list[Detection]]:
+def select(detections: Iterable[Detection], tag: str, rules: Rules = DEFAULT_RULES) -> dict[str, list[Detection]]:
     """Keep detections as GenEval does: per class, sorted by score, score > threshold, capped, NMS.
 
     The threshold is `counting_threshold` for the `counting` tag and `threshold` otherwise.
@@ -131,9 +127,7 @@ def _color_counts(colors: list[str]) -> str:
     return ", ".join(f"{colors.count(c)} {c}" for c in COLOR_NAMES if c in colors)
 
 
-def evaluate(
-    detected: dict[str, list[Detection]], metadata: dict, rules: Rules = DEFAULT_RULES
-) -> tuple[bool, str]:
+def evaluate(detected: dict[str, list[Detection]], metadata: dict, rules: Rules = DEFAULT_RULES) -> tuple[bool, str]:
     """GenEval's strict verdict for one image.
 
     Include clauses are ANDed: the top-`count` detections of the class must exist, all have the
@@ -204,9 +198,7 @@ def _check_pairs(
     return True
 
 
-def partial_credit(
-    detected: dict[str, list[Detection]], metadata: dict, rules: Rules = DEFAULT_RULES
-) -> float:
+def partial_credit(detected: dict[str, list[Detection]], metadata: dict, rules: Rules = DEFAULT_RULES) -> float:
     """Training reward in [0, 1]; exactly 1.0 iff `evaluate` says correct.
 
     Credit is the mean over checks, one check per include clause part and exclude clause:

@@ -22,9 +22,7 @@ def score_image(image, metadata: dict, detector: Detector, rules: Rules) -> tupl
     return correct, reason, detected
 
 
-def score_folder(
-    images: str | Path, detector: Detector, rules: Rules = DEFAULT_RULES
-) -> tuple[list[dict], dict]:
+def score_folder(images: str | Path, detector: Detector, rules: Rules = DEFAULT_RULES) -> tuple[list[dict], dict]:
     """Score every image of a GenEval layout.
 
     Args:

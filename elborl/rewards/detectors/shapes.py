@@ -14,8 +14,8 @@ by synthesis: which world shape, blurred how much, would draw it?
    that box is rendered, blurred with each sigma of a small ladder, and compared with the mask by soft
    IoU (sum min / sum max); a class's fit is its best IoU over sigmas.
 5. Class = best fit; score = softmax over classes of fit / temperature (how clearly the class wins)
-   x an objectness ramp on the best fit, so a crisp shape scores near 1 and an ambiguous blob passes
-   GenEval's 0.3 but not counting's 0.9.
+   x objectness: a ramp on the best fit's IoU times a ramp on the blur it needed. A crisp shape
+   scores near 1; a squashed or lumpy one, or a soft blob that only heavy blur explains, scores low.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ class ShapesDetectorConfig:
         min_area_frac: Components smaller than this x min_object^2 pixels are specks.
         core_frac: A component's cores are its pixels above this fraction of its peak distance.
         blur_sigmas: Blur ladder (pixels, denoising included) searched when fitting a class.
+        sharp_sigma: Fitted blur up to which objectness is untouched.
+        blurry_sigma: Fitted blur from which objectness is 0 (a blob, not a drawn shape).
         mask_noise: Least per-pixel std assumed for the soft mask when weighing classes against each
             other (generated images err by more than their pixel noise).
         iou_floor: Best fit at or below which objectness is 0.
@@ -53,7 +55,9 @@ class ShapesDetectorConfig:
     fg_threshold: float = 0.2
     min_area_frac: float = 0.25
     core_frac: float = 0.6
-    blur_sigmas: tuple[float, ...] = (0.6, 0.9, 1.2, 1.5, 1.9)
+    blur_sigmas: tuple[float, ...] = (0.6, 0.9, 1.2, 1.5, 1.9, 2.5, 3.2)
+    sharp_sigma: float = 1.6
+    blurry_sigma: float = 2.4
     mask_noise: float = 0.15
     iou_floor: float = 0.5
     iou_full: float = 0.75
@@ -180,14 +184,14 @@ class ShapesDetector:
         k = int(np.argmin(np.linalg.norm(self._anchors - rgb, axis=1)))
         # The mask lives on the component grown by 2 px (blurred rims), not on neighbours' pixels.
         region = ndimage.binary_dilation(component, iterations=2)
-        scale = max(float(np.linalg.norm(rgb - self._bg)) - floor, 1e-3)
+        scale = max(float(np.percentile(dist[component], 90)) - floor, 1e-3)  # the plateau, not the rim
         alpha = np.clip((dist - floor) / scale, 0, 1) * region  # (h, w)
         mass = float(alpha.sum())
         if mass <= 0:
             return None
         gy, gx = np.indices(alpha.shape) + 0.5  # pixel centres, window coordinates
         my, mx = float((alpha * gy).sum() / mass), float((alpha * gx).sum() / mass)
-        sse, ious, boxes = [], [], []
+        sse, ious, sigmas, boxes = [], [], [], []
         for cls in self.spec.classes:
             fill, ox, oy = _geometry(cls)
             side = float(np.sqrt(mass / fill))
@@ -198,13 +202,14 @@ class ShapesDetector:
             j = int(np.argmin(errs))
             sse.append(errs[j])
             ious.append(_soft_iou(alpha, preds[j]))
+            sigmas.append(cfg.blur_sigmas[j])
             boxes.append((x0 + cx - side / 2, y0 + cy - side / 2, x0 + cx + side / 2, y0 + cy + side / 2))
         # Posterior over classes under Gaussian pixel noise of std `mask_noise` (at least the floor).
         logp = -np.asarray(sse) / (2 * max(noise, cfg.mask_noise) ** 2)
         p = np.exp(logp - logp.max())
         best = int(np.argmax(p))
         objectness = np.clip((ious[best] - cfg.iou_floor) / (cfg.iou_full - cfg.iou_floor), 0, 1)
+        # A shape only explained by heavy blur is a blob, not a clearly drawn object.
+        objectness *= np.clip((cfg.blurry_sigma - sigmas[best]) / (cfg.blurry_sigma - cfg.sharp_sigma), 0, 1)
         score = float(p[best] / p.sum() * objectness)
-        return Detection(
-            self.spec.classes[best], tuple(float(b) for b in boxes[best]), score, self._color_names[k]
-        )
+        return Detection(self.spec.classes[best], tuple(float(b) for b in boxes[best]), score, self._color_names[k])

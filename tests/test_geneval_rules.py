@@ -1,0 +1,172 @@
+"""GenEval's rules on hand-made detections: every clause type, boundary cases, the summary."""
+
+import numpy as np
+import pytest
+
+from elborl.rewards.geneval import (
+    DEFAULT_RULES,
+    Detection,
+    Rules,
+    evaluate,
+    partial_credit,
+    relative_position,
+    select,
+    summarize,
+)
+from elborl.world.prompts import enumerate_prompts
+
+
+def det(cls, x, y, side=10, score=0.99, color="red"):
+    return Detection(cls, (x, y, x + side, y + side), score, color)
+
+
+def verdict(dets, meta, rules=DEFAULT_RULES):
+    return evaluate(select(dets, meta["tag"], rules), meta, rules)
+
+
+def meta(tag, include, exclude=None):
+    m = {"tag": tag, "include": include, "prompt": "p"}
+    if exclude:
+        m["exclude"] = exclude
+    return m
+
+
+def test_single_object_presence_and_threshold():
+    m = meta("single_object", [{"class": "circle", "count": 1}])
+    assert verdict([det("circle", 0, 0, score=0.31)], m) == (True, "")
+    assert verdict([det("circle", 0, 0, score=0.3)], m) == (
+        False,
+        "expected circle>=1, found 0",
+    )  # strictly above
+    assert verdict([det("square", 0, 0)], m) == (False, "expected circle>=1, found 0")
+
+
+def test_counting_uses_0_9_threshold_and_exclude():
+    m = meta("counting", [{"class": "circle", "count": 2}], [{"class": "circle", "count": 3}])
+    two = [det("circle", 0, 0, score=0.95), det("circle", 20, 0, score=0.91)]
+    assert verdict(two, m) == (True, "")
+    # 0.8 passes GenEval's 0.3 but not counting's 0.9: only one circle counts.
+    assert verdict([two[0], det("circle", 20, 0, score=0.8)], m) == (False, "expected circle>=2, found 1")
+    # A low-score third circle is ignored; a confident one breaks the exclude clause.
+    assert verdict([*two, det("circle", 0, 20, score=0.85)], m) == (True, "")
+    assert verdict([*two, det("circle", 0, 20, score=0.92)], m) == (False, "expected circle<3, found 3")
+    # The same images under a non-counting tag keep everything above 0.3.
+    m2 = dict(m, tag="two_object")
+    assert verdict([*two, det("circle", 0, 20, score=0.85)], m2) == (False, "expected circle<3, found 3")
+
+
+def test_colour_only_on_top_count_detections_with_geneval_reason():
+    m = meta("colors", [{"class": "circle", "count": 1, "color": "blue"}])
+    assert verdict([det("circle", 0, 0, color="blue")], m) == (True, "")
+    # Only the most confident circle is colour-checked.
+    dets = [det("circle", 0, 0, score=0.9, color="red"), det("circle", 20, 0, score=0.8, color="blue")]
+    assert verdict(dets, m) == (False, "expected blue circle>=1, found 0 blue; and 1 red")
+    m2 = meta("color_attr", [{"class": "circle", "count": 2, "color": "red"}])
+    dets = [det("circle", 0, 0, color="red"), det("circle", 20, 0, score=0.9, color="blue")]
+    assert verdict(dets, m2) == (False, "expected red circle>=2, found 1 red; and 1 red, 1 blue")
+
+
+def test_relative_position_rules_and_boundaries():
+    a = (0, 0, 10, 10)  # centre (5, 5)
+    assert relative_position(a, (20, 0, 30, 10)) == ["left of"]
+    assert relative_position((20, 0, 30, 10), a) == ["right of"]
+    assert relative_position(a, (0, 20, 10, 30)) == ["above"]
+    assert relative_position((0, 20, 10, 30), a) == ["below"]
+    assert relative_position(a, (20, 20, 30, 30)) == ["left of", "above"]
+    # Offset 4 with a shrink of 0.1 x (10 + 10) = 2: dx = -(4 - 2) / 4 = -0.5 exactly, not < -0.5.
+    assert relative_position(a, (4, 0, 14, 10)) == []
+    assert relative_position(a, (4.01, 0, 14.01, 10)) == ["left of"]
+    # Shrunk to zero on both axes: no relation at all.
+    assert relative_position(a, (1, 1, 11, 11)) == []
+    # Point-sized boxes: no shrink; offset (-3, 4) / 5 -> dx -0.6 (left), dy 0.8 (below).
+    assert relative_position((0, 4, 0, 4), (3, 0, 3, 0)) == ["left of", "below"]
+
+
+def test_position_clause_reasons():
+    m = meta(
+        "position",
+        [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}],
+    )
+    assert verdict([det("square", 20, 0), det("circle", 0, 0)], m) == (True, "")
+    assert verdict([det("square", 0, 0), det("circle", 20, 0)], m) == (
+        False,
+        "expected circle left of target, found right of target",
+    )
+    # Too close for any relation: GenEval's text keeps the empty join.
+    assert verdict([det("square", 1, 1), det("circle", 0, 0)], m) == (
+        False,
+        "expected circle left of target, found  target",
+    )
+    assert verdict([det("circle", 0, 0)], m) == (
+        False,
+        "expected square>=1, found 0\nno target for circle to be left of",
+    )
+    # Every (object, target) pair must hold: two squares, the circle is left of only one.
+    m2 = meta(
+        "position",
+        [{"class": "square", "count": 2}, {"class": "circle", "count": 1, "position": ["left of", 0]}],
+    )
+    dets = [det("square", 20, 0), det("square", 0, 20, score=0.9), det("circle", 10, 0)]
+    assert verdict(dets, m2) == (False, "expected circle left of target, found above target")
+
+
+def test_position_not_checked_when_colour_fails():
+    m = meta(
+        "position",
+        [
+            {"class": "square", "count": 1},
+            {"class": "circle", "count": 1, "color": "blue", "position": ["left of", 0]},
+        ],
+    )
+    ok, reason = verdict([det("square", 0, 0), det("circle", 20, 0, color="red")], m)
+    assert not ok and reason == "expected blue circle>=1, found 0 blue; and 1 red"
+
+
+def test_max_objects_and_nms():
+    many = [det("circle", i, 0, score=0.99 - i * 0.001) for i in range(20)]
+    assert len(select(many, "counting")["circle"]) == 16
+    m = meta("counting", [{"class": "circle", "count": 2}], [{"class": "circle", "count": 17}])
+    assert verdict(many, m) == (True, "")  # the cap keeps 16 < 17
+    overlapping = [det("circle", 0, 0), det("circle", 1, 0, score=0.9), det("circle", 20, 0, score=0.8)]
+    assert len(select(overlapping, "colors", Rules(max_overlap=0.5))["circle"]) == 2
+    assert len(select(overlapping, "colors")["circle"]) == 3  # no NMS by default
+
+
+def test_summary_is_mean_of_tag_means():
+    rows = [{"tag": "a", "correct": True}, {"tag": "a", "correct": False}, {"tag": "b", "correct": True}]
+    assert summarize(rows) == {"overall": 0.75, "per_tag": {"a": 0.5, "b": 1.0}, "n_images": 3}
+
+
+def test_partial_credit_is_one_exactly_when_correct():
+    rng = np.random.default_rng(0)
+    prompts = [m for _, m in enumerate_prompts(("circle", "square", "triangle", "cross"), range(2, 5))]
+    colors = ["red", "blue", "green"]
+    seen_correct = seen_wrong = 0
+    for i in range(3000):
+        m = prompts[rng.integers(len(prompts))]
+        wanted = [c for c in m["include"] for _ in range(c["count"])]
+        dets = []
+        for c in wanted:
+            if rng.random() < 0.15:
+                continue  # dropped
+            cls = c["class"] if rng.random() > 0.1 else "circle"
+            color = c.get("color", "red") if rng.random() > 0.15 else str(rng.choice(colors))
+            x, y = (float(v) for v in rng.uniform(0, 22, size=2))
+            dets.append(Detection(cls, (x, y, x + 10, y + 10), float(rng.uniform(0.5, 1)), color))
+        detected = select(dets, m["tag"])
+        correct, _ = evaluate(detected, m)
+        credit = partial_credit(detected, m)
+        assert 0.0 <= credit <= 1.0
+        assert (credit == 1.0) == correct, (i, m, dets)
+        seen_correct += correct
+        seen_wrong += not correct
+    assert seen_correct > 100 and seen_wrong > 100
+
+
+def test_partial_credit_orders_better_images_higher():
+    m = meta("counting", [{"class": "circle", "count": 3}], [{"class": "circle", "count": 4}])
+    one, two, three = ([det("circle", 12 * i, 0) for i in range(n)] for n in (1, 2, 3))
+    credits = [partial_credit(select(d, "counting"), m) for d in (one, two, three)]
+    assert credits[0] < credits[1] < credits[2] == 1.0
+    five = [det("circle", 6 * i, 0) for i in range(5)]
+    assert partial_credit(select(five, "counting"), m) == pytest.approx((1 + 3 / 5) / 2)
