@@ -10,7 +10,7 @@ from elborl.config import Params
 from elborl.world.spec import WorldSpec
 
 ROOT = Path(__file__).resolve().parents[1]
-OFFICIAL_METADATA = ROOT.parent / "shared" / "data" / "geneval" / "evaluation_metadata.jsonl"
+OFFICIAL_METADATA = ROOT / "assets" / "geneval" / "evaluation_metadata.jsonl"
 
 
 @pytest.fixture
