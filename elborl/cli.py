@@ -119,6 +119,40 @@ def ceiling(
     run_stage(p, prompts, out)
 
 
+@app.command()
+def base(
+    train: Annotated[bool, typer.Option("--train", help="Pretrain the tiny model from scratch (resumable).")] = False,
+    out: Annotated[Path, typer.Option(help="Output folder (checkpoint/, history.csv, model/).")] = Path("build/base"),
+    steps: Annotated[int | None, typer.Option(help="Override base.steps.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Pretrain the tiny embedded model by rectified flow matching on rendered train scenes."""
+    if not train:
+        raise UserError("base: nothing to do; pass --train to pretrain (the pipeline's base stage comes later)")
+    import torch
+
+    from elborl.evaluation import geneval_of_model
+    from elborl.models.pretrain import pretrain
+    from elborl.rewards.detectors import build_detector
+    from elborl.rewards.geneval import Rules
+    from elborl.world.prompts import make_prompt_sets
+
+    p = load_params(params)
+    spec = _spec(p)
+    cfg = p.base if steps is None else p.base.model_copy(update={"steps": steps})
+    train_rows, test_rows = make_prompt_sets(spec, p.prompts)
+    detector = build_detector(p.geneval.detector, spec)
+    rules = Rules.from_config(p.geneval)
+
+    def evaluate(model) -> dict:
+        with torch.inference_mode():
+            return geneval_of_model(model, test_rows, detector, cfg.eval_images_per_prompt, seed=10_000,
+                                    rules=rules, sampler=cfg.eval_sampler, steps=cfg.eval_steps)  # fmt: skip
+
+    pretrain(train_rows, spec, cfg, out, evaluate)
+    typer.echo(f"base: saved {out / 'model'}")
+
+
 def main() -> None:
     """Entry point: run the app, turning `UserError` into `error: ...` and exit code 2."""
     try:

@@ -105,6 +105,41 @@ class CeilingConfig(Section):
     seed: int = Field(0, description="Seed of the random layouts.")
 
 
+SamplerName = Literal["euler", "dpm2", "flow_sde"]
+
+
+class BaseConfig(Section):
+    """The tiny embedded model and its flow-matching pretraining (`elborl base --train`).
+
+    The pipeline's `base` stage starts from the shipped checkpoint `init`; `elborl base --train`
+    regenerates it from scratch with the settings below.
+    """
+
+    init: str = Field("assets/base", description="Shipped base checkpoint (save_pretrained folder).")
+    patch_size: int = Field(4, ge=1, le=8, description="Transformer patch side in pixels.")
+    num_layers: int = Field(6, ge=1, le=24, description="Joint transformer blocks.")
+    num_heads: int = Field(4, ge=1, le=32, description="Attention heads.")
+    head_dim: int = Field(32, ge=8, le=128, description="Width per attention head.")
+    text_hidden: int = Field(128, ge=16, le=1024, description="Text encoder width.")
+    text_layers: int = Field(2, ge=1, le=12, description="Text encoder layers.")
+    steps: int = Field(20000, ge=1, description="Optimizer steps of pretraining.")
+    batch_size: int = Field(64, ge=1, description="Rendered scenes per step.")
+    lr: float = Field(5e-4, gt=0, lt=1, description="AdamW peak learning rate (linear warm-up, then constant).")
+    warmup: int = Field(500, ge=0, description="Warm-up steps.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
+    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA decay of the weights that are sampled and saved.")
+    caption_dropout: float = Field(0.1, ge=0, lt=1, description="Share of empty prompts (enables CFG).")
+    logit_mean: float = Field(0.0, description="Mean of the logit-normal timestep density (SD3).")
+    logit_std: float = Field(1.0, gt=0, description="Std of the logit-normal timestep density.")
+    checkpoint_every: int = Field(250, ge=1, description="Steps between resumable checkpoints.")
+    eval_every: int = Field(1000, ge=1, description="Steps between strict test-GenEval measurements.")
+    eval_images_per_prompt: int = Field(1, ge=1, description="Images per test prompt when measuring.")
+    eval_sampler: SamplerName = Field("dpm2", description="Sampler used to measure the base.")
+    eval_steps: int = Field(10, ge=1, description="Sampler steps used to measure the base.")
+    seed: int = Field(0, description="Seed of initialisation, data and timesteps.")
+
+
 class Params(Section):
     """All of params.yaml. Sections = DVC stages, plus `world` and `geneval` that stages share."""
 
@@ -112,6 +147,7 @@ class Params(Section):
     prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="`prompts` stage.")
     geneval: GenEvalConfig = Field(default_factory=GenEvalConfig, description="GenEval scoring options.")
     ceiling: CeilingConfig = Field(default_factory=CeilingConfig, description="`ceiling` stage.")
+    base: BaseConfig = Field(default_factory=BaseConfig, description="`base` stage and pretraining.")
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -1,0 +1,183 @@
+"""Flow-matching pretraining of the tiny model on scenes rendered from the train prompts.
+
+Resumable: a checkpoint (weights, EMA, optimizer, step) is written atomically every
+`checkpoint_every` steps, and every random draw of step k comes from a generator seeded with
+(seed, k), so a resumed run continues exactly where an uninterrupted one would be.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+from elborl.config import BaseConfig
+from elborl.models.tiny import TinyConfig, TinyT2I
+from elborl.rewards.geneval import TAGS
+from elborl.world.render import render
+from elborl.world.spec import WorldSpec
+
+
+def tiny_config(cfg: BaseConfig, spec: WorldSpec) -> TinyConfig:
+    return TinyConfig(spec.size, cfg.patch_size, cfg.num_layers, cfg.num_heads, cfg.head_dim, cfg.text_hidden,
+                      cfg.text_layers)  # fmt: skip
+
+
+def render_batch(rows: list[dict], spec: WorldSpec, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
+    """`n` scenes, tags drawn uniformly then prompts uniformly within the tag (the tags are very unequal
+    in size), rendered to (n, 3, H, W) in [-1, 1]."""
+    by_tag = {t: [m for m in rows if m["tag"] == t] for t in TAGS}
+    tags = [t for t in TAGS if by_tag[t]]
+    metas = [by_tag[t][rng.integers(len(by_tag[t]))] for t in (tags[i] for i in rng.integers(len(tags), size=n))]
+    images = np.stack([render(m, spec, rng) for m in metas])  # (n, H, W, 3) uint8
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (n, 3, H, W)
+    return x, [m["prompt"] for m in metas]
+
+
+def flow_matching_loss(
+    model: TinyT2I, x0: torch.Tensor, prompts: list[str], cfg: BaseConfig, gen: torch.Generator
+) -> torch.Tensor:
+    """Rectified flow: x_t = (1 - t) x0 + t eps, loss = mean ||v_theta(x_t, t, c) - (eps - x0)||^2,
+    t ~ logit-normal(logit_mean, logit_std); a `caption_dropout` share of prompts is emptied."""
+    b = x0.shape[0]
+    t = torch.sigmoid(cfg.logit_mean + cfg.logit_std * torch.randn(b, generator=gen))  # (B,)
+    eps = torch.randn(x0.shape, generator=gen)
+    drop = torch.rand(b, generator=gen) < cfg.caption_dropout
+    prompts = ["" if d else p for p, d in zip(prompts, drop.tolist(), strict=True)]
+    tb = t.view(b, 1, 1, 1)
+    x_t = (1 - tb) * x0 + tb * eps
+    v = model.velocity(x_t, t, model.encode(prompts))
+    return torch.mean((v - (eps - x0)) ** 2)
+
+
+class Checkpoint:
+    """Resumable training state in a folder: model, EMA and optimizer tensors (safetensors) + state.json."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def exists(self) -> bool:
+        return (self.path / "state.json").is_file()
+
+    def save(self, model: torch.nn.Module, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer, state: dict):
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
+        save_file(ema, tmp / "ema.safetensors")
+        tensors, groups = _flatten_optimizer(opt)
+        save_file(tensors, tmp / "optimizer.safetensors")
+        (tmp / "state.json").write_text(json.dumps({**state, "param_groups": groups}))
+        old = self.path.with_name(self.path.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        if self.path.exists():
+            self.path.rename(old)
+        tmp.rename(self.path)  # the swap: a reader sees the old or the new checkpoint, never half of one
+        shutil.rmtree(old, ignore_errors=True)
+
+    def load(self, model: torch.nn.Module, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> dict:
+        model.load_state_dict(load_file(self.path / "model.safetensors"))
+        ema.update(load_file(self.path / "ema.safetensors"))
+        state = json.loads((self.path / "state.json").read_text())
+        _load_optimizer(opt, load_file(self.path / "optimizer.safetensors"), state.pop("param_groups"))
+        return state
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def pretrain(
+    rows: list[dict],
+    spec: WorldSpec,
+    cfg: BaseConfig,
+    out: Path,
+    evaluate: Callable[[TinyT2I], dict] | None = None,
+    log: Callable[[str], None] = print,
+) -> TinyT2I:
+    """Pretrain (or resume pretraining) the tiny model; returns the EMA model.
+
+    Args:
+        rows: Train prompts (GenEval metadata).
+        spec: The world.
+        cfg: The `base` params section.
+        out: Folder for checkpoint/, history.csv and the final save_pretrained folder model/.
+        evaluate: Optional EMA model -> GenEval summary, run every `eval_every` steps.
+        log: One line per evaluation.
+    """
+    model = TinyT2I.create(tiny_config(cfg, spec), seed=cfg.seed)
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt = Checkpoint(out / "checkpoint")
+    state = ckpt.load(model, ema, opt) if ckpt.exists() else {"step": 0, "elapsed": 0.0}
+    history = out / "history.csv"
+    if state["step"] == 0:
+        history.parent.mkdir(parents=True, exist_ok=True)
+        history.write_text("step,elapsed_s,loss,overall," + ",".join(TAGS) + "\n")
+    bar = tqdm(total=cfg.steps, initial=state["step"], desc="base", unit="step", disable=not sys.stderr.isatty())
+    losses: list[float] = []
+    start = time.perf_counter() - state["elapsed"]
+    for step in range(state["step"] + 1, cfg.steps + 1):
+        for group in opt.param_groups:  # linear warm-up, then constant
+            group["lr"] = cfg.lr * min(1.0, step / max(cfg.warmup, 1))
+        rng = np.random.default_rng([cfg.seed, step])
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        x0, prompts = render_batch(rows, spec, cfg.batch_size, rng)
+        loss = flow_matching_loss(model, x0, prompts, cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():  # EMA over every tensor of the state dict (weights and buffers)
+            for k, v in model.state_dict().items():
+                ema[k].lerp_(v, 1 - cfg.ema_decay) if v.is_floating_point() else ema[k].copy_(v)
+        losses.append(loss.item())
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            summary = evaluate(ema_model(model, ema)) if evaluate else None
+            elapsed = time.perf_counter() - start
+            _append_history(history, step, elapsed, float(np.mean(losses[-cfg.eval_every :])), summary)
+            score = f", test GenEval {summary['overall']:.3f}" if summary else ""
+            log(f"base: step {step}/{cfg.steps}, {elapsed / 60:.1f} min, loss {np.mean(losses[-200:]):.4f}{score}")
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            ckpt.save(model, ema, opt, {"step": step, "elapsed": time.perf_counter() - start})
+    bar.close()
+    final = ema_model(model, ema)
+    final.save_pretrained(out / "model")
+    return final
+
+
+def ema_model(model: TinyT2I, ema: dict[str, torch.Tensor]) -> TinyT2I:
+    """A copy of `model` carrying the EMA weights."""
+    copy = TinyT2I(model.tokenizer, type(model.text_encoder)(model.text_encoder.config),
+                   type(model.transformer).from_config(model.transformer.config))  # fmt: skip
+    copy.load_state_dict(ema)
+    return copy.eval()
+
+
+def _append_history(path: Path, step: int, elapsed: float, loss: float, summary: dict | None) -> None:
+    tags = [summary["per_tag"].get(t, math.nan) if summary else math.nan for t in TAGS]
+    overall = summary["overall"] if summary else math.nan
+    with path.open("a", newline="") as f:
+        csv.writer(f).writerow([step, round(elapsed, 1), round(loss, 5), overall, *tags])
