@@ -7,7 +7,7 @@ Pixels live in [-1, 1]; the sampling space is pixel space (no VAE).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -159,5 +159,13 @@ class TinyT2I(torch.nn.Module):
         return cls(tokenizer, text_encoder, transformer)
 
 
-def config_dict(cfg: TinyConfig) -> dict:
-    return asdict(cfg)
+def tiny_policy(model: TinyT2I, finetune: str = "full", lora=None):
+    """A `Policy` over the tiny model: pixel space, frozen text encoder, LoRA or full fine-tuning."""
+    from elborl.models.policy import PixelCodec, Policy
+
+    model.text_encoder.requires_grad_(False).eval()
+
+    def encode_fn(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        return model.encode(prompts)
+
+    return Policy(model.transformer, encode_fn, PixelCodec(), (3, model.size, model.size), finetune, lora)
