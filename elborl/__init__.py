@@ -5,4 +5,11 @@ shapes world: spec, prompts, renderer), `rewards` (GenEval rules, detectors, rew
 (GenEval's folder layout).
 """
 
+import os
+
+# Weights load from local paths only: never reach for a model hub, and keep its progress bars quiet.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
 __version__ = "0.1.0"

@@ -119,16 +119,72 @@ def ceiling(
     run_stage(p, prompts, out)
 
 
+@app.command("sample")
+def sample_cmd(
+    model: Annotated[Path, typer.Option(help="Model folder: a tiny model or a local diffusers SD3 folder.")],
+    metadata: Annotated[Path, typer.Option(help="GenEval metadata JSONL.")],
+    out: Annotated[Path, typer.Option(help="Output folder (GenEval layout).")],
+    images_per_prompt: Annotated[int, typer.Option(min=1, help="Images per prompt.")] = 4,
+    sampler: Annotated[str, typer.Option(help="euler, dpm2 or flow_sde.")] = "dpm2",
+    steps: Annotated[int, typer.Option(min=1, help="Sampler steps.")] = 10,
+    seed: Annotated[int, typer.Option(help="Noise seed.")] = 0,
+    cfg: Annotated[float, typer.Option(help="CFG scale (1.0 = off).")] = 1.0,
+    shift: Annotated[float, typer.Option(help="Timestep shift.")] = 1.0,
+    noise_level: Annotated[float, typer.Option(help="flow_sde noise level a.")] = 0.7,
+    resolution: Annotated[int, typer.Option(help="Image side for SD3 models.")] = 512,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+) -> None:
+    """Sample images for GenEval metadata with a model, in GenEval's folder layout."""
+    import torch
+
+    from elborl.geneval_io import read_metadata_jsonl, write_layout
+    from elborl.models import load_model
+    from elborl.models.generate import generate, image_seed
+    from elborl.sampling import SAMPLERS
+
+    if sampler not in SAMPLERS:
+        raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, found {sampler!r}")
+    rows = read_metadata_jsonl(metadata)
+    policy = load_model(model, resolution)
+    torch.set_grad_enabled(False)
+
+    cache: dict[int, list] = {}
+    chunk = max(1, batch_size // images_per_prompt)  # prompts per forward batch
+
+    def make_images(i: int, meta: dict) -> list:
+        if i not in cache:  # sample this prompt and the next few together, in full batches
+            idx = range(i, min(i + chunk, len(rows)))
+            prompts = [rows[k]["prompt"] for k in idx for _ in range(images_per_prompt)]
+            seeds = [image_seed(seed, k, j) for k in idx for j in range(images_per_prompt)]
+            images = generate(policy, prompts, seeds, sampler, steps, shift, cfg, noise_level, batch_size, False)
+            for n, k in enumerate(idx):
+                cache[k] = list(images[n * images_per_prompt : (n + 1) * images_per_prompt])
+        return cache.pop(i)
+
+    write_layout(out, rows, images_per_prompt, make_images)
+    typer.echo(f"sampled {len(rows)} prompts x {images_per_prompt} images to {out}")
+
+
 @app.command()
 def base(
     train: Annotated[bool, typer.Option("--train", help="Pretrain the tiny model from scratch (resumable).")] = False,
-    out: Annotated[Path, typer.Option(help="Output folder (checkpoint/, history.csv, model/).")] = Path("build/base"),
-    steps: Annotated[int | None, typer.Option(help="Override base.steps.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder [data/base; build/base with --train].")] = None,
+    prompts: Annotated[Path, typer.Option(help="Test prompts, for the stage.")] = Path("data/prompts/test.jsonl"),
+    steps: Annotated[int | None, typer.Option(help="Override base.steps (with --train).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Pretrain the tiny embedded model by rectified flow matching on rendered train scenes."""
-    if not train:
-        raise UserError("base: nothing to do; pass --train to pretrain (the pipeline's base stage comes later)")
+    """The `base` stage (copy and measure the shipped base), or with --train, pretrain a new base."""
+    p = load_params(params)
+    _spec(p)
+    if train:
+        _pretrain(p, out or Path("build/base"), steps)
+        return
+    from stages.base import run_stage
+
+    run_stage(p, prompts, out or Path("data/base"))
+
+
+def _pretrain(p: Params, out: Path, steps: int | None) -> None:
     import torch
 
     from elborl.evaluation import geneval_of_model
@@ -137,7 +193,6 @@ def base(
     from elborl.rewards.geneval import Rules
     from elborl.world.prompts import make_prompt_sets
 
-    p = load_params(params)
     spec = _spec(p)
     cfg = p.base if steps is None else p.base.model_copy(update={"steps": steps})
     train_rows, test_rows = make_prompt_sets(spec, p.prompts)
@@ -146,8 +201,8 @@ def base(
 
     def evaluate(model) -> dict:
         with torch.inference_mode():
-            return geneval_of_model(model, test_rows, detector, cfg.eval_images_per_prompt, seed=10_000,
-                                    rules=rules, sampler=cfg.eval_sampler, steps=cfg.eval_steps)  # fmt: skip
+            return geneval_of_model(model, test_rows, detector, cfg.eval_images_per_prompt, seed=0, rules=rules,
+                                    sampler=cfg.eval_sampler, steps=cfg.eval_steps)  # fmt: skip
 
     pretrain(train_rows, spec, cfg, out, evaluate)
     typer.echo(f"base: saved {out / 'model'}")

@@ -140,6 +140,57 @@ class BaseConfig(Section):
     seed: int = Field(0, description="Seed of initialisation, data and timesteps.")
 
 
+class TrainConfig(Section):
+    """The `train` stage: RL fine-tuning, every point of the design space (ARCHITECTURE.md section 2)."""
+
+    estimator: Literal["elbo", "trajectory"] = Field("elbo", description="Likelihood estimator.")
+    objective: Literal["epg", "epg_noratio", "pepg", "pepg_noratio", "par", "par_noratio", "grpo", "nft"] = Field(
+        "epg", description="Policy-gradient objective (`nft` = DiffusionNFT, on the ELBO's forward process)."
+    )
+    sampler: SamplerName = Field("dpm2", description="Rollout sampler (`trajectory` needs flow_sde).")
+    steps: int = Field(10, ge=1, le=1000, description="Rollout sampler steps N.")
+    shift: float = Field(1.0, gt=0, description="Timestep shift of the rollout grid.")
+    cfg_scale: float = Field(1.0, ge=1.0, description="Rollout CFG scale (1.0 = off, the reference).")
+    noise_level: float = Field(0.7, ge=0, description="flow_sde noise level a.")
+    weighting: Literal["adaptive", "simple", "path_kl"] = Field("adaptive", description="ELBO weighting.")
+    elbo_timesteps: Literal["grid", "uniform"] = Field("grid", description="ELBO timesteps: sampler grid or U(0,1].")
+    elbo_k: int | None = Field(None, ge=1, description="ELBO terms per sample (None = floor(0.99 N)).")
+    advantages: Literal["exact", "standard"] = Field("exact", description="Advantage estimator.")
+    adv_scale: float = Field(0.1, gt=0, description="`exact` advantages: A = adv_scale (r - group mean).")
+    per_group_std: bool = Field(False, description="`standard` advantages: std per group instead of the batch.")
+    clip_eps: float = Field(1e-3, gt=0, lt=1, description="`grpo` ratio clip (1e-4 in FlowGRPO's trajectory recipe).")
+    grpo_adv_clip: float = Field(5.0, gt=0, description="`grpo` clamps advantages to +-this.")
+    nft_beta: float = Field(0.1, gt=0, le=1, description="DiffusionNFT's beta (reference code 0.1).")
+    nft_adv_max: float = Field(5.0, gt=0, description="DiffusionNFT's advantage clamp.")
+    beta_kl: float = Field(1e-4, ge=0, description="KL-to-base weight (independent of adv_scale).")
+    lr: float = Field(3e-4, gt=0, lt=1, description="AdamW learning rate.")
+    weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
+    grad_clip: float = Field(5.0, gt=0, description="Gradient-norm clip.")
+    optimizer_steps: int = Field(1, ge=1, description="Optimizer steps per epoch (the batch is split evenly).")
+    micro_batch: int = Field(64, ge=1, description="Samples per forward/backward piece.")
+    decay_rate: float = Field(0.001, ge=0, le=1, description="Sampling policy: d = min(decay_rate * step, decay_max).")
+    decay_max: float = Field(0.5, ge=0, le=1, description="Sampling policy: largest d.")
+    ema_decay: float = Field(0.9, ge=0, lt=1, description="EMA of the trained weights (FlowGRPO warm-up).")
+    finetune: Literal["full", "lora"] = Field("full", description="Full fine-tuning or LoRA.")
+    lora_rank: int = Field(32, ge=1, description="LoRA r.")
+    lora_alpha: int = Field(64, ge=1, description="LoRA alpha.")
+    reward: Literal["partial", "strict"] = Field("partial", description="Training reward: partial credit or strict.")
+    prompts_per_epoch: int = Field(16, ge=1, description="P prompts per epoch.")
+    group_size: int = Field(8, ge=2, description="G images per prompt (a group).")
+    epochs: int = Field(30, ge=1, description="Epochs.")
+    seed: int = Field(0, description="Seed of prompts, noise and timesteps.")
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.estimator == "trajectory" and self.sampler != "flow_sde":
+            raise ValueError(f"sampler: expected flow_sde for the trajectory estimator, found {self.sampler!r}")
+        if self.estimator == "trajectory" and self.noise_level == 0:
+            raise ValueError("noise_level: expected > 0 for the trajectory estimator (a = 0 has no log-prob), found 0")
+        if self.estimator == "trajectory" and self.objective == "nft":
+            raise ValueError("objective: expected a log-likelihood objective for the trajectory estimator, found 'nft'")
+        return self
+
+
 class Params(Section):
     """All of params.yaml. Sections = DVC stages, plus `world` and `geneval` that stages share."""
 
@@ -148,6 +199,7 @@ class Params(Section):
     geneval: GenEvalConfig = Field(default_factory=GenEvalConfig, description="GenEval scoring options.")
     ceiling: CeilingConfig = Field(default_factory=CeilingConfig, description="`ceiling` stage.")
     base: BaseConfig = Field(default_factory=BaseConfig, description="`base` stage and pretraining.")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="`train` stage: RL fine-tuning.")
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -17,6 +17,11 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def image_seed(seed: int, prompt_index: int, image_index: int) -> int:
+    """The noise seed of image j of prompt i: independent streams for every (seed, i, j)."""
+    return int(np.random.SeedSequence([seed, prompt_index, image_index]).generate_state(1)[0])
+
+
 def initial_noise(seeds: list[int], shape: tuple[int, ...]) -> torch.Tensor:
     """One noise tensor per seed, so an image depends on its own seed only (not on batching)."""
     return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
@@ -38,7 +43,8 @@ def generate(
     """Sample one image per (prompt, seed).
 
     Args:
-        model: Anything with `encode(prompts)`, `velocity(x, t, cond)` and `size`.
+        model: Anything with `encode(prompts)`, `velocity(x, t, cond)`, `sample_shape` and
+            `from_sample_space(x)` (a TinyT2I or a Policy).
         prompts: Prompt per image.
         seeds: Seed per image (initial noise; `flow_sde` noise is seeded from the batch's first seed).
         sampler, steps, shift, cfg_scale, noise_level: Sampler settings (see `elborl.sampling`).
@@ -58,8 +64,8 @@ def generate(
             (lambda x, t, u=uncond: model.velocity(x, t, u)) if uncond is not None else None,
             cfg_scale,
         )
-        noise = initial_noise(batch_seeds, (3, model.size, model.size))
+        noise = initial_noise(batch_seeds, model.sample_shape)
         gen = torch.Generator().manual_seed(batch_seeds[0] + 1)
         x0 = sample(velocity, noise, sampler, steps, shift, noise_level, generator=gen).x0
-        out.append(to_uint8(x0))
+        out.append(to_uint8(model.from_sample_space(x0)))
     return np.concatenate(out)

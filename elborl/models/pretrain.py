@@ -121,7 +121,7 @@ def pretrain(
         rows: Train prompts (GenEval metadata).
         spec: The world.
         cfg: The `base` params section.
-        out: Folder for checkpoint/, history.csv and the final save_pretrained folder model/.
+        out: Folder for checkpoint/, history.csv and the final EMA model/ (fp16 save_pretrained folder).
         evaluate: Optional EMA model -> GenEval summary, run every `eval_every` steps.
         log: One line per evaluation.
     """
@@ -164,7 +164,7 @@ def pretrain(
             ckpt.save(model, ema, opt, {"step": step, "elapsed": time.perf_counter() - start})
     bar.close()
     final = ema_model(model, ema)
-    final.save_pretrained(out / "model")
+    final.save_pretrained(out / "model", dtype=torch.float16)  # the shipping format: fp16 safetensors
     return final
 
 

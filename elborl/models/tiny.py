@@ -7,6 +7,7 @@ Pixels live in [-1, 1]; the sampling space is pixel space (no VAE).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from diffusers import SD3Transformer2DModel
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
 
+from elborl.errors import UserError
 from elborl.rewards.geneval import RELATIONS
 from elborl.world.prompts import NUMBERS
 from elborl.world.shapes import SHAPES, plural
@@ -105,6 +107,23 @@ def build_transformer(cfg: TinyConfig) -> SD3Transformer2DModel:
     )
 
 
+TINY_FILES = ("tokenizer/tokenizer.json", "text_encoder/config.json", "transformer/config.json")
+
+
+def check_tiny_folder(path: str | Path) -> Path:
+    """Raise a UserError naming the first missing file of a tiny-model folder."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"{path}: model folder not found")
+    for name in TINY_FILES:
+        if not (path / name).is_file():
+            raise UserError(f"{path / name}: missing from the tiny model folder")
+    for sub in ("text_encoder", "transformer"):
+        if not any((path / sub).glob("*.safetensors")):
+            raise UserError(f"{path / sub}: no weights (*.safetensors)")
+    return path
+
+
 class TinyT2I(torch.nn.Module):
     """Tokenizer + text encoder + pixel-space SD3 transformer.
 
@@ -131,6 +150,14 @@ class TinyT2I(torch.nn.Module):
     def size(self) -> int:
         return int(self.transformer.config.sample_size)
 
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return (3, self.size, self.size)
+
+    def from_sample_space(self, x: torch.Tensor) -> torch.Tensor:
+        """Pixel space: the identity."""
+        return x
+
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> (token states (B, L, D), pooled (B, D)). Unknown words map to [UNK]."""
         ids = self.tokenizer(prompts, padding="max_length", truncation=True, return_tensors="pt")
@@ -142,17 +169,21 @@ class TinyT2I(torch.nn.Module):
         states, pooled = cond
         return self.transformer(x, states, pooled, t * 1000, return_dict=False)[0]
 
-    def save_pretrained(self, path: str | Path) -> None:
-        """Write tokenizer/, text_encoder/ and transformer/ (safetensors) under `path`."""
+    def save_pretrained(self, path: str | Path, dtype: torch.dtype | None = None) -> None:
+        """Write tokenizer/, text_encoder/ and transformer/ (safetensors) under `path`, optionally cast
+        to `dtype` (fp16 for shipping; loading upcasts)."""
         path = Path(path)
         self.tokenizer.save_pretrained(path / "tokenizer")
-        self.text_encoder.save_pretrained(path / "text_encoder", safe_serialization=True)
-        self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
+        for name in ("text_encoder", "transformer"):
+            module = getattr(self, name)
+            if dtype is not None:
+                module = copy.deepcopy(module).to(dtype)
+            module.save_pretrained(path / name, safe_serialization=True)
 
     @classmethod
     def from_pretrained(cls, path: str | Path, dtype: torch.dtype = torch.float32) -> TinyT2I:
         """Load a folder written by `save_pretrained` (fp16 weights are upcast to `dtype`)."""
-        path = Path(path)
+        path = check_tiny_folder(path)
         tokenizer = PreTrainedTokenizerFast.from_pretrained(path / "tokenizer")
         text_encoder = CLIPTextModel.from_pretrained(path / "text_encoder", torch_dtype=dtype)
         transformer = SD3Transformer2DModel.from_pretrained(path / "transformer", torch_dtype=dtype)

@@ -1,0 +1,98 @@
+"""One epoch's data: draw prompts, sample them with the sampling policy (old weights), reward them.
+
+A rollout is just (prompt, seed, x0) for the ELBO estimator; the trajectory estimator also keeps the
+SDE states. Every random draw of epoch e comes from generators seeded with (seed, e).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from elborl.config import TrainConfig
+from elborl.models.generate import image_seed, initial_noise, to_uint8
+from elborl.rewards.detectors import Detector
+from elborl.rewards.geneval import DEFAULT_RULES, TAGS, Rules, evaluate, partial_credit, select
+from elborl.sampling import guided, sample
+
+
+@dataclass
+class Rollout:
+    """A batch of B = P x G samples.
+
+    Args:
+        metadata: GenEval metadata per sample (B).
+        groups: Prompt-group id per sample, (B,).
+        x0: Final samples in the sampling space, (B, ...).
+        grid: The sampler's timestep grid, (N + 1,).
+        states: SDE states x_0 ... x_N (trajectory estimator only).
+        images: uint8 (B, H, W, 3).
+        rewards: Training reward per sample, (B,) (filled by `reward`).
+        correct: Strict GenEval verdict per sample, (B,).
+    """
+
+    metadata: list[dict]
+    groups: torch.Tensor
+    x0: torch.Tensor
+    grid: torch.Tensor
+    states: list[torch.Tensor] | None
+    images: np.ndarray
+    rewards: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
+
+    @property
+    def prompts(self) -> list[str]:
+        return [m["prompt"] for m in self.metadata]
+
+
+def draw_prompts(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
+    """`n` train prompts: a tag uniformly, then a prompt of that tag uniformly (tags are very unequal)."""
+    by_tag = {t: [m for m in rows if m["tag"] == t] for t in TAGS}
+    tags = [t for t in TAGS if by_tag[t]]
+    return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in rng.integers(len(tags), size=n)]
+
+
+@torch.no_grad()
+def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int) -> Rollout:
+    """Sample P prompts x G images with the sampling policy (`old` weights).
+
+    Args:
+        policy: A `Policy`.
+        rows: Train prompts.
+        cfg: The `train` params section.
+        epoch: Epoch index (seeds the draws).
+    """
+    rng = np.random.default_rng([cfg.seed, epoch])
+    prompts = draw_prompts(rows, cfg.prompts_per_epoch, rng)
+    metadata = [m for m in prompts for _ in range(cfg.group_size)]
+    groups = torch.arange(len(prompts)).repeat_interleave(cfg.group_size)  # (B,)
+    texts = [m["prompt"] for m in metadata]
+    cond = policy.encode(texts)
+    uncond = policy.encode([""] * len(texts)) if cfg.cfg_scale != 1.0 else None
+    velocity = guided(
+        lambda x, t: policy.velocity(x, t, cond, "old"),
+        (lambda x, t: policy.velocity(x, t, uncond, "old")) if uncond is not None else None,
+        cfg.cfg_scale,
+    )
+    noise = initial_noise([image_seed(cfg.seed, epoch, i) for i in range(len(texts))], policy.sample_shape)
+    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    out = sample(velocity, noise, cfg.sampler, cfg.steps, cfg.shift, cfg.noise_level, generator=gen,
+                 return_trajectory=cfg.estimator == "trajectory")  # fmt: skip
+    images = to_uint8(policy.from_sample_space(out.x0))
+    states = out.states if cfg.estimator == "trajectory" else None
+    return Rollout(metadata, groups, out.x0, out.timesteps, states, images)
+
+
+def reward(batch: Rollout, detector: Detector, kind: str = "partial", rules: Rules = DEFAULT_RULES) -> Rollout:
+    """Judge each image: strict GenEval verdict, and the training reward (partial credit or strict)."""
+    rewards, correct = [], []
+    for meta, image in zip(batch.metadata, batch.images, strict=True):
+        detected = select(detector.detect(image), meta["tag"], rules)
+        ok, _ = evaluate(detected, meta, rules)
+        correct.append(ok)
+        rewards.append(partial_credit(detected, meta, rules) if kind == "partial" else float(ok))
+    batch.rewards = torch.tensor(rewards, dtype=torch.float32)
+    batch.correct = torch.tensor(correct)
+    return batch
