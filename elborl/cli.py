@@ -208,6 +208,55 @@ def _pretrain(p: Params, out: Path, steps: int | None) -> None:
     typer.echo(f"base: saved {out / 'model'}")
 
 
+@app.command("train")
+def train_cmd(
+    model: Annotated[Path, typer.Option(help="Base model folder (tiny).")] = Path("assets/base"),
+    out: Annotated[Path, typer.Option(help="Output folder (history.csv, final policy weights).")] = Path("build/train"),
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
+    eval_images: Annotated[int, typer.Option(help="Images per test prompt for the start/end GenEval.")] = 1,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """RL fine-tuning of the tiny model on the embedded world (the pipeline's `train` stage comes later)."""
+    import csv
+
+    import torch
+
+    from elborl.evaluation import geneval_of_model
+    from elborl.models.tiny import TinyT2I, tiny_policy
+    from elborl.models.weights import LoraSpec
+    from elborl.rewards.detectors import build_detector
+    from elborl.rewards.geneval import Rules
+    from elborl.train import ema_weights, train
+    from elborl.world.prompts import make_prompt_sets
+
+    p = load_params(params)
+    spec = _spec(p)
+    cfg = p.train if epochs is None else p.train.model_copy(update={"epochs": epochs})
+    train_rows, test_rows = make_prompt_sets(spec, p.prompts)
+    detector, rules = build_detector(p.geneval.detector, spec), Rules.from_config(p.geneval)
+    policy = tiny_policy(TinyT2I.from_pretrained(model), cfg.finetune, LoraSpec(cfg.lora_rank, cfg.lora_alpha))
+
+    # Evaluation samples with an ODE (the SDE's noise is a training-time device), CFG off.
+    sampling = {"sampler": "dpm2" if cfg.sampler == "flow_sde" else cfg.sampler, "steps": cfg.steps}
+
+    def test_geneval() -> dict:
+        with torch.inference_mode():
+            return geneval_of_model(policy, test_rows, detector, eval_images, seed=0, rules=rules, **sampling)
+
+    start = test_geneval()
+    typer.echo(f"train: strict test GenEval at the start {start['overall']:.3f}")
+    history, ema = train(policy, train_rows, detector, cfg, rules, log=typer.echo)
+    with ema_weights(policy, ema):
+        end = test_geneval()
+        policy.save(out / "policy")
+    typer.echo(f"train: strict test GenEval {start['overall']:.3f} -> {end['overall']:.3f} (EMA weights)")
+    out.mkdir(parents=True, exist_ok=True)
+    with (out / "history.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+
+
 def main() -> None:
     """Entry point: run the app, turning `UserError` into `error: ...` and exit code 2."""
     try:
