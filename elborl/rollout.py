@@ -14,8 +14,9 @@ import torch
 from elborl.config import TrainConfig
 from elborl.models.generate import image_seed, initial_noise, to_uint8
 from elborl.rewards.detectors import Detector
-from elborl.rewards.geneval import DEFAULT_RULES, TAGS, Rules, evaluate, partial_credit, select
+from elborl.rewards.geneval import DEFAULT_RULES, Rules, evaluate, partial_credit, select
 from elborl.sampling import guided, sample
+from elborl.world.prompts import draw_tag_balanced
 
 
 @dataclass
@@ -47,13 +48,6 @@ class Rollout:
         return [m["prompt"] for m in self.metadata]
 
 
-def draw_prompts(rows: list[dict], n: int, rng: np.random.Generator) -> list[dict]:
-    """`n` train prompts: a tag uniformly, then a prompt of that tag uniformly (tags are very unequal)."""
-    by_tag = {t: [m for m in rows if m["tag"] == t] for t in TAGS}
-    tags = [t for t in TAGS if by_tag[t]]
-    return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in rng.integers(len(tags), size=n)]
-
-
 @torch.no_grad()
 def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int) -> Rollout:
     """Sample P prompts x G images with the sampling policy (`old` weights).
@@ -65,7 +59,7 @@ def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int) -> Rollout:
         epoch: Epoch index (seeds the draws).
     """
     rng = np.random.default_rng([cfg.seed, epoch])
-    prompts = draw_prompts(rows, cfg.prompts_per_epoch, rng)
+    prompts = draw_tag_balanced(rows, cfg.prompts_per_epoch, rng)
     metadata = [m for m in prompts for _ in range(cfg.group_size)]
     groups = torch.arange(len(prompts)).repeat_interleave(cfg.group_size)  # (B,)
     texts = [m["prompt"] for m in metadata]

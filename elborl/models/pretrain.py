@@ -24,6 +24,7 @@ from tqdm import tqdm
 from elborl.config import BaseConfig
 from elborl.models.tiny import TinyConfig, TinyT2I
 from elborl.rewards.geneval import TAGS
+from elborl.world.prompts import draw_tag_balanced
 from elborl.world.render import render
 from elborl.world.spec import WorldSpec
 
@@ -34,11 +35,8 @@ def tiny_config(cfg: BaseConfig, spec: WorldSpec) -> TinyConfig:
 
 
 def render_batch(rows: list[dict], spec: WorldSpec, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
-    """`n` scenes, tags drawn uniformly then prompts uniformly within the tag (the tags are very unequal
-    in size), rendered to (n, 3, H, W) in [-1, 1]."""
-    by_tag = {t: [m for m in rows if m["tag"] == t] for t in TAGS}
-    tags = [t for t in TAGS if by_tag[t]]
-    metas = [by_tag[t][rng.integers(len(by_tag[t]))] for t in (tags[i] for i in rng.integers(len(tags), size=n))]
+    """`n` scenes of tag-balanced train prompts, rendered to (n, 3, H, W) in [-1, 1]."""
+    metas = draw_tag_balanced(rows, n, rng)
     images = np.stack([render(m, spec, rng) for m in metas])  # (n, H, W, 3) uint8
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (n, 3, H, W)
     return x, [m["prompt"] for m in metas]

@@ -136,3 +136,16 @@ def _cap_train(train: dict[str, list[dict]], cap: int, rng: random.Random) -> li
         return [m for tag in TAGS for m in train[tag]]
     quota = _test_quotas({t: len(v) for t, v in train.items()}, dict.fromkeys(TAGS, 1), cap)
     return [m for tag in TAGS for m in rng.sample(train[tag], quota[tag])]
+
+
+def draw_tag_balanced(rows: list[dict], n: int, rng) -> list[dict]:
+    """`n` prompts: a tag uniformly, then a prompt of that tag uniformly (tags are very unequal in size).
+
+    Args:
+        rows: GenEval metadata to draw from.
+        n: How many.
+        rng: numpy Generator.
+    """
+    by_tag = {t: [m for m in rows if m["tag"] == t] for t in TAGS}
+    tags = [t for t in TAGS if by_tag[t]]
+    return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in rng.integers(len(tags), size=n)]
