@@ -202,7 +202,8 @@ def _pretrain(p: Params, out: Path, steps: int | None) -> None:
     def evaluate(model) -> dict:
         with torch.inference_mode():
             return geneval_of_model(model, test_rows, detector, cfg.eval_images_per_prompt, seed=0, rules=rules,
-                                    sampler=cfg.eval_sampler, steps=cfg.eval_steps)  # fmt: skip
+                                    min_images_per_tag=cfg.eval_min_images_per_tag, sampler=cfg.eval_sampler,
+                                    steps=cfg.eval_steps)  # fmt: skip
 
     pretrain(train_rows, spec, cfg, out, evaluate)
     typer.echo(f"base: saved {out / 'model'}")
@@ -241,7 +242,16 @@ def train_cmd(
 
     def test_geneval() -> dict:
         with torch.inference_mode():
-            return geneval_of_model(policy, test_rows, detector, eval_images, seed=0, rules=rules, **sampling)
+            return geneval_of_model(
+                policy,
+                test_rows,
+                detector,
+                eval_images,
+                seed=0,
+                rules=rules,
+                min_images_per_tag=p.base.eval_min_images_per_tag,
+                **sampling,
+            )
 
     start = test_geneval()
     typer.echo(f"train: strict test GenEval at the start {start['overall']:.3f}")

@@ -135,6 +135,9 @@ class BaseConfig(Section):
     checkpoint_every: int = Field(250, ge=1, description="Steps between resumable checkpoints.")
     eval_every: int = Field(1000, ge=1, description="Steps between strict test-GenEval measurements.")
     eval_images_per_prompt: int = Field(1, ge=1, description="Images per test prompt when measuring.")
+    eval_min_images_per_tag: int = Field(
+        32, ge=0, description="More images per prompt in small tags, so each tag mean rests on this many images."
+    )
     eval_sampler: SamplerName = Field("dpm2", description="Sampler used to measure the base.")
     eval_steps: int = Field(10, ge=1, description="Sampler steps used to measure the base.")
     seed: int = Field(0, description="Seed of initialisation, data and timesteps.")

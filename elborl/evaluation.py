@@ -8,6 +8,16 @@ from elborl.rewards.geneval import DEFAULT_RULES, Rules, summarize
 from elborl.rewards.scoring import score_image
 
 
+def images_per_prompt_by_tag(rows: list[dict], images_per_prompt: int, min_images_per_tag: int) -> dict[str, int]:
+    """Images per prompt for each tag: at least `images_per_prompt`, more for tags with few prompts, so
+    every tag mean rests on >= `min_images_per_tag` images (the embedded world has only 4
+    single-object prompts; one image of one prompt would make that tag's mean 0 or 1)."""
+    counts: dict[str, int] = {}
+    for m in rows:
+        counts[m["tag"]] = counts.get(m["tag"], 0) + 1
+    return {tag: max(images_per_prompt, -(-min_images_per_tag // n)) for tag, n in counts.items()}
+
+
 def geneval_of_model(
     model,
     rows: list[dict],
@@ -15,15 +25,18 @@ def geneval_of_model(
     images_per_prompt: int = 1,
     seed: int = 0,
     rules: Rules = DEFAULT_RULES,
+    min_images_per_tag: int = 0,
     **sampling,
 ) -> dict:
-    """Sample `images_per_prompt` images per prompt and score them.
+    """Sample images for each prompt and score them (strict GenEval).
 
     Args:
-        model: A model with `encode`, `velocity`, `size`.
+        model: A model with `encode`, `velocity`, `sample_shape`, `from_sample_space`.
         rows: GenEval metadata of the prompts.
         detector: Judge.
-        images_per_prompt: Images per prompt.
+        images_per_prompt: Images per prompt (GenEval: 4).
+        min_images_per_tag: Sample more images per prompt in tags with few prompts, so that every
+            tag mean rests on at least this many images (0 = plain GenEval).
         seed: Noise seed (image j of prompt i gets `image_seed(seed, i, j)`).
         rules: GenEval options.
         **sampling: `generate`'s sampler settings (sampler, steps, shift, cfg_scale, ...).
@@ -31,8 +44,9 @@ def geneval_of_model(
     Returns:
         GenEval summary {"overall", "per_tag", "n_images"}.
     """
-    metas = [m for m in rows for _ in range(images_per_prompt)]
-    seeds = [image_seed(seed, i, j) for i in range(len(rows)) for j in range(images_per_prompt)]
+    per_tag = images_per_prompt_by_tag(rows, images_per_prompt, min_images_per_tag)
+    metas = [m for m in rows for _ in range(per_tag[m["tag"]])]
+    seeds = [image_seed(seed, i, j) for i, m in enumerate(rows) for j in range(per_tag[m["tag"]])]
     images = generate(model, [m["prompt"] for m in metas], seeds, **sampling)
     results = [
         {"tag": m["tag"], "correct": score_image(image, m, detector, rules)[0]}

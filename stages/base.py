@@ -47,7 +47,8 @@ def run_stage(params: Params, prompts: str | Path = "data/prompts/test.jsonl", o
     sampling = {"sampler": cfg.eval_sampler, "steps": cfg.eval_steps}
     detector = build_detector(params.geneval.detector, spec)
     summary = geneval_of_model(model, test, detector, cfg.eval_images_per_prompt, seed=0,
-                               rules=Rules.from_config(params.geneval), **sampling)  # fmt: skip
+                               rules=Rules.from_config(params.geneval),
+                               min_images_per_tag=cfg.eval_min_images_per_tag, **sampling)  # fmt: skip
     write_json(out / "summary.json", summary)
     shown = test[:: max(1, len(test) // 32)][:32]
     images = generate(model, [m["prompt"] for m in shown], [image_seed(0, i, 0) for i in range(len(shown))],

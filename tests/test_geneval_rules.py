@@ -170,3 +170,11 @@ def test_partial_credit_orders_better_images_higher():
     assert credits[0] < credits[1] < credits[2] == 1.0
     five = [det("circle", 6 * i, 0) for i in range(5)]
     assert partial_credit(select(five, "counting"), m) == pytest.approx((1 + 3 / 5) / 2)
+
+
+def test_small_tags_get_more_images_per_prompt():
+    from elborl.evaluation import images_per_prompt_by_tag
+
+    rows = [{"tag": "single_object"}] + [{"tag": "counting"}] * 3 + [{"tag": "color_attr"}] * 200
+    assert images_per_prompt_by_tag(rows, 1, 32) == {"single_object": 32, "counting": 11, "color_attr": 1}
+    assert images_per_prompt_by_tag(rows, 4, 0) == {"single_object": 4, "counting": 4, "color_attr": 4}
