@@ -132,3 +132,26 @@ def test_render_images_deterministic_per_prompt(spec):
     c = render_images(meta, spec, 3, seed=5, index=8)
     assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
     assert not np.array_equal(a[0], c[0])
+
+
+def test_prompt_split_does_not_depend_on_the_process():
+    """Python salts str hashes per process; the split must not inherit set iteration order."""
+    import subprocess
+    import sys
+
+    code = (
+        "import hashlib, json; from elborl.world.prompts import make_prompt_sets; from elborl.config import "
+        "PromptsConfig; from elborl.world.spec import WorldSpec; "
+        "print(hashlib.md5(json.dumps(make_prompt_sets(WorldSpec.from_config(), PromptsConfig())).encode()).hexdigest())"
+    )
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env={"PYTHONHASHSEED": seed, "PATH": ""},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout  # fmt: skip
+        for seed in ("1", "2", "3")
+    }
+    assert len(digests) == 1

@@ -80,6 +80,15 @@ def enumerate_prompts(classes: tuple[str, ...], counts: range) -> list[tuple[Has
     return out
 
 
+def _canonical(key: Hashable) -> str:
+    """A process-independent sort key: frozensets iterate in hash order, which changes per process."""
+    if isinstance(key, frozenset):
+        return "{" + ",".join(sorted(_canonical(k) for k in key)) + "}"
+    if isinstance(key, tuple):
+        return "(" + ",".join(_canonical(k) for k in key) + ")"
+    return repr(key)
+
+
 def _test_quotas(capacity: dict[str, int], weights: dict[str, int], target: int) -> dict[str, int]:
     """Prompts per tag for the test set: GenEval's proportions, capped by capacity, rest redistributed."""
     total = sum(weights.values())
@@ -116,7 +125,7 @@ def make_prompt_sets(spec: WorldSpec, cfg: PromptsConfig) -> tuple[list[dict], l
     train: dict[str, list[dict]] = {}
     test: list[dict] = []
     for tag in TAGS:
-        keys = sorted(groups[tag], key=repr)  # a stable order before the seeded shuffle
+        keys = sorted(groups[tag], key=_canonical)  # a stable order before the seeded shuffle
         rng.shuffle(keys)
         taken: list[dict] = []
         rest: list[dict] = []
