@@ -128,7 +128,9 @@ class BaseConfig(Section):
     warmup: int = Field(500, ge=0, description="Warm-up steps.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(1.0, gt=0, description="Gradient-norm clip.")
-    ema_decay: float = Field(0.999, ge=0, lt=1, description="EMA decay of the weights that are sampled and saved.")
+    ema_decay: float = Field(
+        0.999, ge=0, lt=1, description="EMA decay (after a (1+k)/(10+k) warm-up) of the saved weights."
+    )
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="Share of empty prompts (enables CFG).")
     logit_mean: float = Field(0.0, description="Mean of the logit-normal timestep density (SD3).")
     logit_std: float = Field(1.0, gt=0, description="Std of the logit-normal timestep density.")

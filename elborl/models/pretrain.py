@@ -146,9 +146,12 @@ def pretrain(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        with torch.no_grad():  # EMA over every tensor of the state dict (weights and buffers)
+        # EMA over every tensor of the state dict, with a warm-up: a plain 0.999 EMA still weighs the
+        # random init at 0.999^k (37% after 1000 steps, measured: pure-noise samples).
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
             for k, v in model.state_dict().items():
-                ema[k].lerp_(v, 1 - cfg.ema_decay) if v.is_floating_point() else ema[k].copy_(v)
+                ema[k].lerp_(v, 1 - decay) if v.is_floating_point() else ema[k].copy_(v)
         losses.append(loss.item())
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
