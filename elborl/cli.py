@@ -135,7 +135,6 @@ def sample_cmd(
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
 ) -> None:
     """Sample images for GenEval metadata with a model, in GenEval's folder layout."""
-    import torch
 
     from elborl.geneval_io import read_metadata_jsonl, write_layout
     from elborl.models import load_model
@@ -146,7 +145,6 @@ def sample_cmd(
         raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, found {sampler!r}")
     rows = read_metadata_jsonl(metadata)
     policy = load_model(model, resolution)
-    torch.set_grad_enabled(False)
 
     cache: dict[int, list] = {}
     chunk = max(1, batch_size // images_per_prompt)  # prompts per forward batch
@@ -171,20 +169,21 @@ def base(
     out: Annotated[Path | None, typer.Option(help="Output folder [data/base; build/base with --train].")] = None,
     prompts: Annotated[Path, typer.Option(help="Test prompts, for the stage.")] = Path("data/prompts/test.jsonl"),
     steps: Annotated[int | None, typer.Option(help="Override base.steps (with --train).")] = None,
+    device: Annotated[str | None, typer.Option(help="Training device (default: cuda when available).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """The `base` stage (copy and measure the shipped base), or with --train, pretrain a new base."""
     p = load_params(params)
     _spec(p)
     if train:
-        _pretrain(p, out or Path("build/base"), steps)
+        _pretrain(p, out or Path("build/base"), steps, device)
         return
     from stages.base import run_stage
 
     run_stage(p, prompts, out or Path("data/base"))
 
 
-def _pretrain(p: Params, out: Path, steps: int | None) -> None:
+def _pretrain(p: Params, out: Path, steps: int | None, device: str | None) -> None:
     import torch
 
     from elborl.evaluation import geneval_of_model
@@ -205,7 +204,8 @@ def _pretrain(p: Params, out: Path, steps: int | None) -> None:
                                     min_images_per_tag=cfg.eval_min_images_per_tag, sampler=cfg.eval_sampler,
                                     steps=cfg.eval_steps)  # fmt: skip
 
-    pretrain(train_rows, spec, cfg, out, evaluate)
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    pretrain(train_rows, spec, cfg, out, evaluate, device=device)
     typer.echo(f"base: saved {out / 'model'}")
 
 

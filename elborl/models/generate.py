@@ -64,8 +64,10 @@ def generate(
             (lambda x, t, u=uncond: model.velocity(x, t, u)) if uncond is not None else None,
             cfg_scale,
         )
-        noise = initial_noise(batch_seeds, model.sample_shape)
-        gen = torch.Generator().manual_seed(batch_seeds[0] + 1)
+        # Noise is drawn on the CPU and moved, so an image is the same whatever the device.
+        device = getattr(model, "device", torch.device("cpu"))
+        noise = initial_noise(batch_seeds, model.sample_shape).to(device)
+        gen = torch.Generator(device=device).manual_seed(batch_seeds[0] + 1)
         x0 = sample(velocity, noise, sampler, steps, shift, noise_level, generator=gen).x0
         out.append(to_uint8(model.from_sample_space(x0)))
     return np.concatenate(out)

@@ -48,8 +48,9 @@ def flow_matching_loss(
     """Rectified flow: x_t = (1 - t) x0 + t eps, loss = mean ||v_theta(x_t, t, c) - (eps - x0)||^2,
     t ~ logit-normal(logit_mean, logit_std); a `caption_dropout` share of prompts is emptied."""
     b = x0.shape[0]
-    t = torch.sigmoid(cfg.logit_mean + cfg.logit_std * torch.randn(b, generator=gen))  # (B,)
-    eps = torch.randn(x0.shape, generator=gen)
+    # Draws on the CPU generator, then moved: the same run on any device.
+    t = torch.sigmoid(cfg.logit_mean + cfg.logit_std * torch.randn(b, generator=gen)).to(x0.device)  # (B,)
+    eps = torch.randn(x0.shape, generator=gen).to(x0.device)
     drop = torch.rand(b, generator=gen) < cfg.caption_dropout
     prompts = ["" if d else p for p, d in zip(prompts, drop.tolist(), strict=True)]
     tb = t.view(b, 1, 1, 1)
@@ -68,13 +69,14 @@ class Checkpoint:
         return (self.path / "state.json").is_file()
 
     def save(self, model: torch.nn.Module, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer, state: dict):
+        cpu = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         tmp = self.path.with_name(self.path.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / "model.safetensors")
-        save_file(ema, tmp / "ema.safetensors")
+        save_file(cpu, tmp / "model.safetensors")
+        save_file({k: v.cpu().contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
         tensors, groups = _flatten_optimizer(opt)
-        save_file(tensors, tmp / "optimizer.safetensors")
+        save_file({k: v.cpu().contiguous() for k, v in tensors.items()}, tmp / "optimizer.safetensors")
         (tmp / "state.json").write_text(json.dumps({**state, "param_groups": groups}))
         old = self.path.with_name(self.path.name + ".old")
         shutil.rmtree(old, ignore_errors=True)
@@ -84,9 +86,12 @@ class Checkpoint:
         shutil.rmtree(old, ignore_errors=True)
 
     def load(self, model: torch.nn.Module, ema: dict[str, torch.Tensor], opt: torch.optim.Optimizer) -> dict:
+        device = next(model.parameters()).device
         model.load_state_dict(load_file(self.path / "model.safetensors"))
-        ema.update(load_file(self.path / "ema.safetensors"))
+        ema.update({k: v.to(device) for k, v in load_file(self.path / "ema.safetensors").items()})
         state = json.loads((self.path / "state.json").read_text())
+        # Loaded on the CPU: Optimizer.load_state_dict moves each state to its parameter's device
+        # (and keeps AdamW's `step` counters on the CPU, as it wants them).
         _load_optimizer(opt, load_file(self.path / "optimizer.safetensors"), state.pop("param_groups"))
         return state
 
@@ -112,6 +117,7 @@ def pretrain(
     out: Path,
     evaluate: Callable[[TinyT2I], dict] | None = None,
     log: Callable[[str], None] = print,
+    device: str | torch.device = "cpu",
 ) -> TinyT2I:
     """Pretrain (or resume pretraining) the tiny model; returns the EMA model.
 
@@ -122,8 +128,9 @@ def pretrain(
         out: Folder for checkpoint/, history.csv and the final EMA model/ (fp16 save_pretrained folder).
         evaluate: Optional EMA model -> GenEval summary, run every `eval_every` steps.
         log: One line per evaluation.
+        device: Where to train ("cuda" on a GPU machine); checkpoints are written from the CPU.
     """
-    model = TinyT2I.create(tiny_config(cfg, spec), seed=cfg.seed)
+    model = TinyT2I.create(tiny_config(cfg, spec), seed=cfg.seed).to(device)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt = Checkpoint(out / "checkpoint")
@@ -141,6 +148,7 @@ def pretrain(
         rng = np.random.default_rng([cfg.seed, step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x0, prompts = render_batch(rows, spec, cfg.batch_size, rng)
+        x0 = x0.to(device)
         loss = flow_matching_loss(model, x0, prompts, cfg, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -174,7 +182,7 @@ def ema_model(model: TinyT2I, ema: dict[str, torch.Tensor]) -> TinyT2I:
     copy = TinyT2I(model.tokenizer, type(model.text_encoder)(model.text_encoder.config),
                    type(model.transformer).from_config(model.transformer.config))  # fmt: skip
     copy.load_state_dict(ema)
-    return copy.eval()
+    return copy.to(model.device).eval()
 
 
 def _append_history(path: Path, step: int, elapsed: float, loss: float, summary: dict | None) -> None:

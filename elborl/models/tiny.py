@@ -158,10 +158,15 @@ class TinyT2I(torch.nn.Module):
         """Pixel space: the identity."""
         return x
 
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Prompts -> (token states (B, L, D), pooled (B, D)). Unknown words map to [UNK]."""
         ids = self.tokenizer(prompts, padding="max_length", truncation=True, return_tensors="pt")
-        out = self.text_encoder(input_ids=ids.input_ids, attention_mask=ids.attention_mask)
+        device = self.text_encoder.device
+        out = self.text_encoder(input_ids=ids.input_ids.to(device), attention_mask=ids.attention_mask.to(device))
         return out.last_hidden_state, out.pooler_output
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
