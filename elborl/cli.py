@@ -170,20 +170,33 @@ def base(
     prompts: Annotated[Path, typer.Option(help="Test prompts, for the stage.")] = Path("data/prompts/test.jsonl"),
     steps: Annotated[int | None, typer.Option(help="Override base.steps (with --train).")] = None,
     device: Annotated[str | None, typer.Option(help="Training device (default: cuda when available).")] = None,
+    warm_start: Annotated[Path | None, typer.Option(help="With --train: continue from an exported warm start.")] = None,
+    export_warm_start: Annotated[
+        Path | None, typer.Option(help="Write a compact warm start of the --out training checkpoint here.")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """The `base` stage (copy and measure the shipped base), or with --train, pretrain a new base."""
     p = load_params(params)
     _spec(p)
+    if export_warm_start is not None:
+        from elborl.models.pretrain import export_warm_start as export
+
+        checkpoint = (out or Path("build/base")) / "checkpoint"
+        if not (checkpoint / "state.json").is_file():
+            raise UserError(f"{checkpoint}: no training checkpoint to export")
+        export(checkpoint, export_warm_start)
+        typer.echo(f"base: warm start written to {export_warm_start}")
+        return
     if train:
-        _pretrain(p, out or Path("build/base"), steps, device)
+        _pretrain(p, out or Path("build/base"), steps, device, warm_start)
         return
     from stages.base import run_stage
 
     run_stage(p, prompts, out or Path("data/base"))
 
 
-def _pretrain(p: Params, out: Path, steps: int | None, device: str | None) -> None:
+def _pretrain(p: Params, out: Path, steps: int | None, device: str | None, warm_start: Path | None) -> None:
     import torch
 
     from elborl.evaluation import geneval_of_model
@@ -205,7 +218,9 @@ def _pretrain(p: Params, out: Path, steps: int | None, device: str | None) -> No
                                     steps=cfg.eval_steps)  # fmt: skip
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    pretrain(train_rows, spec, cfg, out, evaluate, device=device)
+    if warm_start is not None and not (warm_start / "state.json").is_file():
+        raise UserError(f"{warm_start}: not a warm start (expected state.json, model and ema safetensors)")
+    pretrain(train_rows, spec, cfg, out, evaluate, device=device, warm_start=warm_start)
     typer.echo(f"base: saved {out / 'model'}")
 
 

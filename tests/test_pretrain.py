@@ -23,3 +23,26 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     assert (tmp_path / "b" / "history.csv").read_text().count("\n") == 1 + 2  # header + step 4 + step 6
     saved = TinyT2I.from_pretrained(tmp_path / "a" / "model")
     assert next(iter(saved.transformer.parameters())).dtype == torch.float32  # fp16 on disk, upcast on load
+
+
+def test_warm_start_continues_from_an_export(tmp_path):
+    from elborl.models.pretrain import export_warm_start
+
+    spec = WorldSpec.from_config()
+    rows, _ = make_prompt_sets(spec, PromptsConfig())
+    first = pretrain(rows, spec, BaseConfig(**TINY, steps=4), tmp_path / "a", log=lambda s: None)
+    export_warm_start(tmp_path / "a" / "checkpoint", tmp_path / "wip")
+    assert sorted(p.name for p in (tmp_path / "wip").iterdir()) == [
+        "ema.safetensors",
+        "model.safetensors",
+        "state.json",
+    ]
+    # No training steps left: the result is the exported EMA, up to fp16 rounding.
+    same = pretrain(rows, spec, BaseConfig(**TINY, steps=4), tmp_path / "b", warm_start=tmp_path / "wip",
+                    log=lambda s: None)  # fmt: skip
+    a, b = first.state_dict(), same.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a if a[k].is_floating_point())
+    more = pretrain(rows, spec, BaseConfig(**TINY, steps=6), tmp_path / "c", warm_start=tmp_path / "wip",
+                    log=lambda s: None)  # fmt: skip
+    c = more.state_dict()  # two more steps from the same start move the weights
+    assert any(not torch.equal(b[k], c[k]) for k in b if b[k].is_floating_point())

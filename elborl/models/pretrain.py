@@ -96,6 +96,31 @@ class Checkpoint:
         return state
 
 
+def export_warm_start(checkpoint: Path, dst: Path) -> None:
+    """Write a compact warm start of a checkpoint: model and EMA in fp16 plus the step (no optimizer
+    state), small enough to commit so a later session continues a long pretraining instead of redoing it."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("model", "ema"):
+        tensors = load_file(checkpoint / f"{name}.safetensors")
+        save_file(
+            {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, dst / f"{name}.safetensors"
+        )
+    state = json.loads((checkpoint / "state.json").read_text())
+    (dst / "state.json").write_text(json.dumps({"step": state["step"], "elapsed": state["elapsed"]}) + "\n")
+
+
+def load_warm_start(src: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor]) -> dict:
+    """Load what `export_warm_start` wrote; the optimizer starts fresh (with a new LR warm-up)."""
+    device = next(model.parameters()).device
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in load_file(src / "model.safetensors").items()}
+    )
+    for k, v in load_file(src / "ema.safetensors").items():
+        ema[k].copy_(v.to(device))
+    state = json.loads((src / "state.json").read_text())
+    return {"step": state["step"], "elapsed": state["elapsed"], "warm_start_step": state["step"]}
+
+
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
     sd = opt.state_dict()
     tensors = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
@@ -118,6 +143,7 @@ def pretrain(
     evaluate: Callable[[TinyT2I], dict] | None = None,
     log: Callable[[str], None] = print,
     device: str | torch.device = "cpu",
+    warm_start: Path | None = None,
 ) -> TinyT2I:
     """Pretrain (or resume pretraining) the tiny model; returns the EMA model.
 
@@ -129,14 +155,21 @@ def pretrain(
         evaluate: Optional EMA model -> GenEval summary, run every `eval_every` steps.
         log: One line per evaluation.
         device: Where to train ("cuda" on a GPU machine); checkpoints are written from the CPU.
+        warm_start: A folder from `export_warm_start`, used when `out` has no checkpoint yet.
     """
     model = TinyT2I.create(tiny_config(cfg, spec), seed=cfg.seed).to(device)
     ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ckpt = Checkpoint(out / "checkpoint")
-    state = ckpt.load(model, ema, opt) if ckpt.exists() else {"step": 0, "elapsed": 0.0}
+    if ckpt.exists():
+        state = ckpt.load(model, ema, opt)
+    elif warm_start is not None:
+        state = load_warm_start(Path(warm_start), model, ema)
+    else:
+        state = {"step": 0, "elapsed": 0.0}
+    warm_step = state.get("warm_start_step", 0)  # a warm start's fresh optimizer warms up again
     history = out / "history.csv"
-    if state["step"] == 0:
+    if not history.exists():
         history.parent.mkdir(parents=True, exist_ok=True)
         history.write_text("step,elapsed_s,loss,overall," + ",".join(TAGS) + "\n")
     bar = tqdm(total=cfg.steps, initial=state["step"], desc="base", unit="step", disable=not sys.stderr.isatty())
@@ -144,7 +177,7 @@ def pretrain(
     start = time.perf_counter() - state["elapsed"]
     for step in range(state["step"] + 1, cfg.steps + 1):
         for group in opt.param_groups:  # linear warm-up, then constant
-            group["lr"] = cfg.lr * min(1.0, step / max(cfg.warmup, 1))
+            group["lr"] = cfg.lr * min(1.0, (step - warm_step) / max(cfg.warmup, 1))
         rng = np.random.default_rng([cfg.seed, step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         x0, prompts = render_batch(rows, spec, cfg.batch_size, rng)
@@ -170,7 +203,9 @@ def pretrain(
             score = f", test GenEval {summary['overall']:.3f}" if summary else ""
             log(f"base: step {step}/{cfg.steps}, {elapsed / 60:.1f} min, loss {np.mean(losses[-200:]):.4f}{score}")
         if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-            ckpt.save(model, ema, opt, {"step": step, "elapsed": time.perf_counter() - start})
+            ckpt.save(
+                model, ema, opt, {"step": step, "elapsed": time.perf_counter() - start, "warm_start_step": warm_step}
+            )
     bar.close()
     final = ema_model(model, ema)
     final.save_pretrained(out / "model", dtype=torch.float16)  # the shipping format: fp16 safetensors
