@@ -1,0 +1,44 @@
+"""MLflow against a real SQLite-backed store: runs, metrics, registry versions and the champion alias."""
+
+import pytest
+
+from elborl.errors import UserError
+from elborl.tracking import client, compare, log_metrics, register, start_run
+
+
+@pytest.fixture
+def mlflow_client(tmp_path):
+    return client(f"sqlite:///{tmp_path}/mlflow.db", artifact_root=tmp_path / "artifacts")
+
+
+def test_runs_metrics_and_params(mlflow_client):
+    run = start_run(mlflow_client, "embedded", {"train": {"lr": 1e-4, "objective": "epg"}})
+    for step in range(3):
+        log_metrics(mlflow_client, run, {"reward": 0.1 * step, "per_tag": {"colors": 0.5}, "note": "x"}, step)
+    data = mlflow_client.get_run(run).data
+    assert data.params == {"train.lr": "0.0001", "train.objective": "epg"}
+    history = mlflow_client.get_metric_history(run, "reward")
+    assert [m.step for m in history] == [0, 1, 2] and history[-1].value == pytest.approx(0.2)
+    assert data.metrics["per_tag.colors"] == 0.5 and "note" not in data.metrics
+
+
+def test_registry_champion_moves_only_on_improvement(mlflow_client, tmp_path):
+    run_a = start_run(mlflow_client, "embedded", {"train": {"objective": "epg"}})
+    run_b = start_run(mlflow_client, "embedded", {"train": {"objective": "grpo"}})
+    v1, p1 = register(mlflow_client, run_a, "tiny", str(tmp_path / "a"), {"overall": 0.6, "per_tag": {"colors": 0.9}})
+    v2, p2 = register(mlflow_client, run_b, "tiny", str(tmp_path / "b"), {"overall": 0.5})
+    v3, p3 = register(mlflow_client, run_b, "tiny", str(tmp_path / "c"), {"overall": 0.7})
+    assert (p1, p2, p3) == (True, False, True)
+    assert str(mlflow_client.get_model_version_by_alias("tiny", "champion").version) == v3
+    rows = compare(mlflow_client, "tiny")
+    assert [r["version"] for r in rows] == [v3, v2, v1]
+    assert [r["champion"] for r in rows] == [True, False, False]
+    assert rows[2]["overall"] == 0.6 and rows[2]["per_tag.colors"] == 0.9
+    assert rows[1]["params"]["train.objective"] == "grpo"
+
+
+def test_file_store_and_dead_server_are_refused(tmp_path):
+    with pytest.raises(UserError, match="expected sqlite:///FILE or http"):
+        client("./mlruns")
+    with pytest.raises(UserError, match="cannot reach the MLflow server"):
+        client("http://127.0.0.1:9")
