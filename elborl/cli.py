@@ -282,6 +282,29 @@ def train_cmd(
         writer.writerows(history)
 
 
+@app.command()
+def compare(
+    model: Annotated[str | None, typer.Option(help="Registered model name (default: tracking.model_name).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Print the registered versions of a model side by side: GenEval overall and per tag, key params."""
+    from elborl.tracking import client
+    from elborl.tracking import compare as compare_versions
+
+    p = load_params(params)
+    name = model or p.tracking.model_name
+    rows = compare_versions(client(p.tracking.uri), name, p.tracking.alias)
+    if not rows:
+        typer.echo(f"no registered versions of {name!r} at {p.tracking.uri}")
+        return
+    scores = sorted({k for r in rows for k in r if k not in ("version", "params", p.tracking.alias)})
+    keys = ["train.estimator", "train.objective", "train.sampler", "train.lr"]
+    typer.echo(" | ".join(["version", p.tracking.alias, *scores, *keys]))
+    for r in rows:
+        cells = [r["version"], "*" if r[p.tracking.alias] else "", *(f"{r.get(k, float('nan')):.3f}" for k in scores)]
+        typer.echo(" | ".join([*cells, *(r["params"].get(k, "") for k in keys)]))
+
+
 def main() -> None:
     """Entry point: run the app, turning `UserError` into `error: ...` and exit code 2."""
     try:

@@ -196,6 +196,20 @@ class TrainConfig(Section):
         return self
 
 
+class TrackingConfig(Section):
+    """MLflow tracking and registry (shared by the stages that log)."""
+
+    uri: str = Field(
+        "sqlite:///mlflow.db", description="sqlite:///FILE (default, in the project) or http(s)://HOST:PORT."
+    )
+    artifact_root: str | None = Field(
+        None, description="Where experiments keep artifacts (local or s3://); None = MLflow's."
+    )
+    experiment: str = Field("elborl", description="MLflow experiment name.")
+    model_name: str = Field("elborl-tiny", description="Registered model name for evaluated checkpoints.")
+    alias: str = Field("champion", description="Alias moved to a version that beats the holder's overall GenEval.")
+
+
 class Params(Section):
     """All of params.yaml. Sections = DVC stages, plus `world` and `geneval` that stages share."""
 
@@ -205,6 +219,7 @@ class Params(Section):
     ceiling: CeilingConfig = Field(default_factory=CeilingConfig, description="`ceiling` stage.")
     base: BaseConfig = Field(default_factory=BaseConfig, description="`base` stage and pretraining.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="`train` stage: RL fine-tuning.")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and registry.")
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

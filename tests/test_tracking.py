@@ -42,3 +42,23 @@ def test_file_store_and_dead_server_are_refused(tmp_path):
         client("./mlruns")
     with pytest.raises(UserError, match="cannot reach the MLflow server"):
         client("http://127.0.0.1:9")
+
+
+def test_compare_cli(cli, tmp_path):
+    import yaml
+
+    from tests.conftest import ROOT
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["tracking"]["uri"] = uri
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    code, out, _ = cli("compare", "--params", tmp_path / "params.yaml")
+    assert code == 0 and "no registered versions of 'elborl-tiny'" in out
+    c = client(uri)
+    run = start_run(c, "embedded", {"train": {"objective": "pepg", "lr": 1e-4}})
+    register(c, run, "elborl-tiny", str(tmp_path), {"overall": 0.5, "per_tag": {"colors": 0.25}})
+    code, out, _ = cli("compare", "--params", tmp_path / "params.yaml")
+    lines = out.strip().splitlines()
+    assert code == 0 and lines[0].startswith("version | champion | overall | per_tag.colors")
+    assert lines[1].split(" | ")[:4] == ["1", "*", "0.500", "0.250"] and "pepg" in lines[1]
