@@ -118,8 +118,9 @@ def elbo_terms(
     grad) at the SAME x_t; logp = ELBO(v_theta), logp_old = ELBO(v_old).
     """
     for j in range(timesteps.shape[1]):
-        t = timesteps[:, j].to(x0.dtype)  # (B,)
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype)
+        t = timesteps[:, j].to(x0.device, x0.dtype)  # (B,)
+        # Drawn on the CPU generator and moved: the same terms on any device.
+        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
         tb = _bcast(t, x0)
         x_t = (1 - tb) * x0 + tb * noise
         v_theta = policy.velocity(x_t, t, cond, "current")

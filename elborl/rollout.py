@@ -70,8 +70,9 @@ def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int) -> Rollout:
         (lambda x, t: policy.velocity(x, t, uncond, "old")) if uncond is not None else None,
         cfg.cfg_scale,
     )
-    noise = initial_noise([image_seed(cfg.seed, epoch, i) for i in range(len(texts))], policy.sample_shape)
-    gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+    device = policy.device
+    noise = initial_noise([image_seed(cfg.seed, epoch, i) for i in range(len(texts))], policy.sample_shape).to(device)
+    gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
     out = sample(velocity, noise, cfg.sampler, cfg.steps, cfg.shift, cfg.noise_level, generator=gen,
                  return_trajectory=cfg.estimator == "trajectory")  # fmt: skip
     images = to_uint8(policy.from_sample_space(out.x0))
@@ -87,6 +88,6 @@ def reward(batch: Rollout, detector: Detector, kind: str = "partial", rules: Rul
         ok, _ = evaluate(detected, meta, rules)
         correct.append(ok)
         rewards.append(partial_credit(detected, meta, rules) if kind == "partial" else float(ok))
-    batch.rewards = torch.tensor(rewards, dtype=torch.float32)
+    batch.rewards = torch.tensor(rewards, dtype=torch.float32, device=batch.x0.device)
     batch.correct = torch.tensor(correct)
     return batch

@@ -62,7 +62,7 @@ def update(policy, optimizer, ema, batch: Rollout, cfg: TrainConfig, step: int, 
     Returns:
         Metrics: loss, kl, abs_log_ratio, clip_frac, grad_norm, reward_mean, reward_std, strict, step.
     """
-    adv = compute_advantages(batch, cfg)
+    adv = compute_advantages(batch, cfg)  # (B,), on the rollout's device
     params = policy.trainable_parameters()
     n = len(batch.metadata)
     chunks = torch.arange(n).tensor_split(cfg.optimizer_steps)
@@ -72,6 +72,7 @@ def update(policy, optimizer, ema, batch: Rollout, cfg: TrainConfig, step: int, 
         micro = chunk.split(cfg.micro_batch)
         optimizer.zero_grad(set_to_none=True)
         for idx in micro:
+            idx = idx.to(batch.x0.device)
             cond = policy.encode([batch.metadata[i]["prompt"] for i in idx.tolist()])
             terms, k = _terms(policy, batch, idx, cond, cfg, gen)
             for term in terms:

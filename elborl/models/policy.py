@@ -67,6 +67,10 @@ class Policy(torch.nn.Module):
         self._cache: dict[str, Cond] = {}
 
     @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
     def size(self) -> int:
         """Sample side in the sampling space (what `generate` draws noise for)."""
         return self.sample_shape[-1]
