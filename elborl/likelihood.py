@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from elborl.sampling import flow_sde_step
+from elborl.sampling import flow_sde_mean_std, gaussian_log_prob
 
 Weighting = Literal["adaptive", "simple", "path_kl"]
 TimestepMode = Literal["grid", "uniform"]
@@ -151,22 +151,16 @@ def trajectory_terms(
         tb = t.expand(x.shape[0]).to(x.dtype)
         dims = x[0].numel()
         v_theta = policy.velocity(x, tb, cond, "current")
-        _, _, mean, std = flow_sde_step(x, v_theta, t, t_next, noise_level, noise=torch.zeros_like(x))
-        logp = _log_density(x_next, mean, std) / dims
+        mean, std = flow_sde_mean_std(x, v_theta, t, t_next, noise_level)
+        logp = gaussian_log_prob(x_next, mean, std) / dims
         with torch.no_grad():
             v_old = policy.velocity(x, tb, cond, "old")
-            _, _, mean_old, _ = flow_sde_step(x, v_old, t, t_next, noise_level, noise=torch.zeros_like(x))
-            logp_old = _log_density(x_next, mean_old, std) / dims
+            mean_old, _ = flow_sde_mean_std(x, v_old, t, t_next, noise_level)
+            logp_old = gaussian_log_prob(x_next, mean_old, std) / dims
             kl = None
             if need_ref:
                 v_ref = policy.velocity(x, tb, cond, "ref")
-                _, _, mean_ref, _ = flow_sde_step(x, v_ref, t, t_next, noise_level, noise=torch.zeros_like(x))
+                mean_ref, _ = flow_sde_mean_std(x, v_ref, t, t_next, noise_level)
         if need_ref:
             kl = ((mean - mean_ref) ** 2).flatten(1).mean(1) / (2 * std.to(mean.dtype) ** 2)
         yield LikelihoodTerm(logp, logp_old, kl=kl)
-
-
-def _log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    from elborl.sampling import gaussian_log_prob
-
-    return gaussian_log_prob(x, mean, std)

@@ -54,6 +54,22 @@ def euler_step(x: torch.Tensor, v: torch.Tensor, t: float | torch.Tensor, t_next
     return x + (t_next - t) * v
 
 
+def flow_sde_mean_std(
+    x: torch.Tensor, v: torch.Tensor, t: float | torch.Tensor, t_next: float | torch.Tensor, noise_level: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The FlowGRPO step's Gaussian: (mean (B, ...), std 0-d), formulas as in `flow_sde_step`."""
+    t = torch.as_tensor(t, dtype=torch.float64)
+    t_next = torch.as_tensor(t_next, dtype=torch.float64)
+    dt = t_next - t
+    sigma_guard = torch.where(t == 1, t_next, t)
+    s = noise_level * torch.sqrt(t / (1 - sigma_guard))
+    # Scalars in float64, then cast: the coefficients are computed once per step, exactly.
+    cx = (1 + s**2 * dt / (2 * t)).to(x.dtype)
+    cv = ((1 + s**2 * (1 - t) / (2 * t)) * dt).to(x.dtype)
+    std = (s * torch.sqrt(-dt)).to(x.dtype)
+    return x * cx + v * cv, std
+
+
 def flow_sde_step(
     x: torch.Tensor,
     v: torch.Tensor,
@@ -84,16 +100,7 @@ def flow_sde_step(
         (x_next, log_prob, mean, std): log_prob is log N(x_next; mean, std^2 I) summed over all
         non-batch dimensions, shape (B,); std is a 0-d tensor.
     """
-    t = torch.as_tensor(t, dtype=torch.float64)
-    t_next = torch.as_tensor(t_next, dtype=torch.float64)
-    dt = t_next - t
-    sigma_guard = torch.where(t == 1, t_next, t)
-    s = noise_level * torch.sqrt(t / (1 - sigma_guard))
-    # Scalars in float64, then cast: the coefficients are computed once per step, exactly.
-    cx = (1 + s**2 * dt / (2 * t)).to(x.dtype)
-    cv = ((1 + s**2 * (1 - t) / (2 * t)) * dt).to(x.dtype)
-    std = (s * torch.sqrt(-dt)).to(x.dtype)
-    mean = x * cx + v * cv
+    mean, std = flow_sde_mean_std(x, v, t, t_next, noise_level)
     if noise is None:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     x_next = mean + std * noise
