@@ -136,9 +136,9 @@ def sample_cmd(
 ) -> None:
     """Sample images for GenEval metadata with a model, in GenEval's folder layout."""
 
-    from elborl.geneval_io import read_metadata_jsonl, write_layout
+    from elborl.evaluation import sample_layout
+    from elborl.geneval_io import read_metadata_jsonl
     from elborl.models import load_model
-    from elborl.models.generate import generate, image_seed
     from elborl.sampling import SAMPLERS
 
     if sampler not in SAMPLERS:
@@ -146,20 +146,8 @@ def sample_cmd(
     rows = read_metadata_jsonl(metadata)
     policy = load_model(model, resolution)
 
-    cache: dict[int, list] = {}
-    chunk = max(1, batch_size // images_per_prompt)  # prompts per forward batch
-
-    def make_images(i: int, meta: dict) -> list:
-        if i not in cache:  # sample this prompt and the next few together, in full batches
-            idx = range(i, min(i + chunk, len(rows)))
-            prompts = [rows[k]["prompt"] for k in idx for _ in range(images_per_prompt)]
-            seeds = [image_seed(seed, k, j) for k in idx for j in range(images_per_prompt)]
-            images = generate(policy, prompts, seeds, sampler, steps, shift, cfg, noise_level, batch_size, False)
-            for n, k in enumerate(idx):
-                cache[k] = list(images[n * images_per_prompt : (n + 1) * images_per_prompt])
-        return cache.pop(i)
-
-    write_layout(out, rows, images_per_prompt, make_images)
+    sample_layout(policy, rows, out, images_per_prompt, seed, batch_size, sampler=sampler, steps=steps, shift=shift,
+                  cfg_scale=cfg, noise_level=noise_level)  # fmt: skip
     typer.echo(f"sampled {len(rows)} prompts x {images_per_prompt} images to {out}")
 
 
@@ -226,60 +214,60 @@ def _pretrain(p: Params, out: Path, steps: int | None, device: str | None, warm_
 
 @app.command("train")
 def train_cmd(
-    model: Annotated[Path, typer.Option(help="Base model folder (tiny).")] = Path("assets/base"),
-    out: Annotated[Path, typer.Option(help="Output folder (history.csv, final policy weights).")] = Path("build/train"),
+    prompts: Annotated[Path, typer.Option(help="Folder with train.jsonl and test.jsonl.")] = Path("data/prompts"),
+    base: Annotated[Path, typer.Option(help="Base model folder.")] = Path("data/base/model"),
+    out: Annotated[Path, typer.Option(help="Output folder (model, history.csv, metrics.json).")] = Path("data/train"),
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
-    eval_images: Annotated[int, typer.Option(help="Images per test prompt for the start/end GenEval.")] = 1,
+    device: Annotated[str | None, typer.Option(help="Torch device (default: cuda when available).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """RL fine-tuning of the tiny model on the embedded world (the pipeline's `train` stage comes later)."""
-    import csv
+    """The `train` stage: RL fine-tuning as a Prefect flow (cached, checkpointed epochs; rerun to resume)."""
+    p = load_params(params)  # a bad params file stops here, before any work
+    _spec(p)
+    for path in (prompts / "train.jsonl", prompts / "test.jsonl"):
+        if not path.is_file():
+            raise UserError(f"{path}: not found (run the `prompts` stage first)")
+    from elborl.models.tiny import check_tiny_folder
 
+    check_tiny_folder(base)
+    if epochs is not None:
+        params = _override(params, out, "train", {"epochs": epochs})
     import torch
 
-    from elborl.evaluation import geneval_of_model
-    from elborl.models.tiny import TinyT2I, tiny_policy
-    from elborl.models.weights import LoraSpec
-    from elborl.rewards.detectors import build_detector
-    from elborl.rewards.geneval import Rules
-    from elborl.train import ema_weights, train
-    from elborl.world.prompts import make_prompt_sets
+    from pipeline.train import train_flow
 
+    device = device or ("cuda" if torch.cuda.is_available() else None)
+    train_flow(str(params), str(prompts), str(base), str(out), device)
+
+
+@app.command()
+def evaluate(
+    prompts: Annotated[Path, typer.Option(help="Test prompts.")] = Path("data/prompts/test.jsonl"),
+    model: Annotated[Path, typer.Option(help="Trained model folder (EMA weights).")] = Path("data/train/model"),
+    base: Annotated[Path, typer.Option(help="Base model folder, scored for comparison.")] = Path("data/base/model"),
+    run: Annotated[Path, typer.Option(help="The train run.json (MLflow run id).")] = Path("data/train/run.json"),
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/eval"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """The `evaluate` stage: strict GenEval of the trained and base models, plots, registry."""
     p = load_params(params)
-    spec = _spec(p)
-    cfg = p.train if epochs is None else p.train.model_copy(update={"epochs": epochs})
-    train_rows, test_rows = make_prompt_sets(spec, p.prompts)
-    detector, rules = build_detector(p.geneval.detector, spec), Rules.from_config(p.geneval)
-    policy = tiny_policy(TinyT2I.from_pretrained(model), cfg.finetune, LoraSpec(cfg.lora_rank, cfg.lora_alpha))
+    _spec(p)
+    from pipeline.evaluate import evaluate_flow
 
-    # Evaluation samples with an ODE (the SDE's noise is a training-time device), CFG off.
-    sampling = {"sampler": "dpm2" if cfg.sampler == "flow_sde" else cfg.sampler, "steps": cfg.steps}
+    evaluate_flow(str(params), str(prompts), str(model), str(base), str(run), str(out))
 
-    def test_geneval() -> dict:
-        with torch.inference_mode():
-            return geneval_of_model(
-                policy,
-                test_rows,
-                detector,
-                eval_images,
-                seed=0,
-                rules=rules,
-                min_images_per_tag=p.base.eval_min_images_per_tag,
-                **sampling,
-            )
 
-    start = test_geneval()
-    typer.echo(f"train: strict test GenEval at the start {start['overall']:.3f}")
-    history, ema = train(policy, train_rows, detector, cfg, rules, log=typer.echo)
-    with ema_weights(policy, ema):
-        end = test_geneval()
-        policy.save(out / "policy")
-    typer.echo(f"train: strict test GenEval {start['overall']:.3f} -> {end['overall']:.3f} (EMA weights)")
-    out.mkdir(parents=True, exist_ok=True)
-    with (out / "history.csv").open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(history[0]))
-        writer.writeheader()
-        writer.writerows(history)
+def _override(params: Path, out: Path, section: str, values: dict) -> Path:
+    """A copy of the params file with `values` set in `section` (next to the outputs)."""
+    import yaml
+
+    data = yaml.safe_load(params.read_text()) or {}
+    data.setdefault(section, {}).update(values)
+    path = out.parent / f".{out.name}.params.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    load_params(path)
+    return path
 
 
 @app.command()

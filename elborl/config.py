@@ -184,6 +184,13 @@ class TrainConfig(Section):
     group_size: int = Field(8, ge=2, description="G images per prompt (a group).")
     epochs: int = Field(30, ge=1, description="Epochs.")
     seed: int = Field(0, description="Seed of prompts, noise and timesteps.")
+    eval_every: int = Field(5, ge=0, description="Strict test GenEval of the EMA weights every E epochs (0 = off).")
+    eval_images_per_prompt: int = Field(1, ge=1, description="Images per test prompt in that evaluation.")
+    eval_min_images_per_tag: int = Field(16, ge=0, description="At least this many images behind each tag mean.")
+    checkpoints: str = Field(
+        "build/checkpoints", description="Root of epoch checkpoints and cached task results (local or s3://)."
+    )
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept per run (older ones are deleted).")
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
@@ -210,6 +217,40 @@ class TrackingConfig(Section):
     alias: str = Field("champion", description="Alias moved to a version that beats the holder's overall GenEval.")
 
 
+class EvaluateConfig(Section):
+    """The `evaluate` stage: strict GenEval of the trained EMA checkpoint and of the base, side by side."""
+
+    images_per_prompt: int = Field(4, ge=1, description="Images per test prompt (GenEval: 4).")
+    min_images_per_tag: int = Field(32, ge=0, description="At least this many images behind each tag mean.")
+    sampler: SamplerName = Field("dpm2", description="Sampler (an ODE; CFG off as in training).")
+    steps: int = Field(10, ge=1, le=1000, description="Sampler steps.")
+    seed: int = Field(0, description="Noise seed of the evaluation images.")
+    grid_prompts: int = Field(16, ge=1, le=256, description="Test prompts shown in the sample grid.")
+    register_model: bool = Field(True, description="Register the EMA checkpoint in MLflow's model registry.")
+
+
+class StorageConfig(Section):
+    """How to reach S3 for s3:// paths. Credentials come from the environment (AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY), never from params."""
+
+    endpoint_url: str | None = Field(None, description="S3-compatible endpoint; None = AWS_ENDPOINT_URL or AWS.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds before a connection attempt fails.")
+    retries: int = Field(3, ge=1, description="Attempts per S3 request.")
+
+    def options(self):
+        from elborl.storage import StorageOptions
+
+        return StorageOptions(self.endpoint_url, connect_timeout=self.connect_timeout, retries=self.retries)
+
+
+class ScheduleConfig(Section):
+    """`elborl serve`: a Prefect deployment that runs the pipeline (`dvc repro`) on a cron schedule."""
+
+    name: str = Field("elborl-pipeline", description="Deployment name.")
+    cron: str = Field("0 3 * * *", description="Cron schedule (server time zone UTC).")
+    project_dir: str = Field(".", description="The project folder the scheduled runs reproduce.")
+
+
 class Params(Section):
     """All of params.yaml. Sections = DVC stages, plus `world` and `geneval` that stages share."""
 
@@ -219,7 +260,10 @@ class Params(Section):
     ceiling: CeilingConfig = Field(default_factory=CeilingConfig, description="`ceiling` stage.")
     base: BaseConfig = Field(default_factory=BaseConfig, description="`base` stage and pretraining.")
     train: TrainConfig = Field(default_factory=TrainConfig, description="`train` stage: RL fine-tuning.")
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="`evaluate` stage.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and registry.")
+    storage: StorageConfig = Field(default_factory=StorageConfig, description="S3 access for s3:// paths.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Scheduled pipeline runs.")
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from elborl.geneval_io import write_layout
 from elborl.models.generate import generate, image_seed
 from elborl.rewards.detectors import Detector
 from elborl.rewards.geneval import DEFAULT_RULES, Rules, summarize
@@ -53,3 +56,44 @@ def geneval_of_model(
         for m, image in zip(metas, images, strict=True)
     ]
     return summarize(results)
+
+
+def sample_layout(
+    model,
+    rows: list[dict],
+    out: str | Path,
+    images_per_prompt: int | list[int],
+    seed: int = 0,
+    batch_size: int = 64,
+    **sampling,
+) -> None:
+    """Sample every prompt into GenEval's folder layout, several prompts per forward batch.
+
+    Args:
+        model: What `generate` samples (a TinyT2I, a Policy).
+        rows: GenEval metadata, one per prompt.
+        out: Output folder.
+        images_per_prompt: Images per prompt (or a count per prompt).
+        seed: Image j of prompt i gets `image_seed(seed, i, j)`.
+        batch_size: Images per forward pass.
+        **sampling: `generate`'s sampler settings.
+    """
+    counts = images_per_prompt if isinstance(images_per_prompt, list) else [images_per_prompt] * len(rows)
+    cache: dict[int, list] = {}
+
+    def make_images(i: int, meta: dict) -> list:
+        if i not in cache:  # sample this prompt and the next ones together, in full batches
+            idx, n = [], 0
+            for k in range(i, len(rows)):
+                if idx and n + counts[k] > batch_size:
+                    break
+                idx.append(k)
+                n += counts[k]
+            prompts = [rows[k]["prompt"] for k in idx for _ in range(counts[k])]
+            seeds = [image_seed(seed, k, j) for k in idx for j in range(counts[k])]
+            images = list(generate(model, prompts, seeds, batch_size=batch_size, progress=False, **sampling))
+            for k in idx:
+                cache[k], images = images[: counts[k]], images[counts[k] :]
+        return cache.pop(i)
+
+    write_layout(out, rows, counts, make_images)

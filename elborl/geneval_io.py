@@ -107,7 +107,7 @@ def metadata_classes(rows: list[dict]) -> set[str]:
 def write_layout(
     out: str | Path,
     rows: list[dict],
-    images_per_prompt: int,
+    images_per_prompt: int | list[int],
     make_images: Callable[[int, dict], list[np.ndarray]],
 ) -> None:
     """Write GenEval's folder layout, prompt by prompt.
@@ -115,15 +115,16 @@ def write_layout(
     Args:
         out: Output folder.
         rows: Metadata, one per prompt (folder i = row i).
-        images_per_prompt: Images to make for each prompt.
+        images_per_prompt: Images to make for each prompt (or a count per prompt).
         make_images: (prompt index, metadata) -> that many uint8 (H, W, 3) images.
     """
     out = Path(out)
+    counts = images_per_prompt if isinstance(images_per_prompt, list) else [images_per_prompt] * len(rows)
     for i, meta in enumerate(rows):
         folder = out / f"{i:05d}"
         images = make_images(i, meta)
-        if len(images) != images_per_prompt:
-            raise ValueError(f"expected {images_per_prompt} images for prompt {i}, got {len(images)}")
+        if len(images) != counts[i]:
+            raise ValueError(f"expected {counts[i]} images for prompt {i}, got {len(images)}")
         for j, image in enumerate(images):
             save_png(folder / "samples" / f"{j:04d}.png", image)
         # Metadata last: a folder with metadata is a complete folder.

@@ -56,6 +56,21 @@ def start_run(c, experiment: str, params: dict, run_name: str | None = None) -> 
     return run.info.run_id
 
 
+def resume_or_start_run(c, experiment: str, params: dict, key: str, run_name: str | None = None) -> str:
+    """The run tagged `elborl.run_key = key` if one exists (a resumed training run keeps its MLflow run),
+    else a new one with that tag; returns the run id."""
+    exp = c.get_experiment_by_name(experiment)
+    if exp is not None:
+        runs = c.search_runs([exp.experiment_id], f"tags.`elborl.run_key` = '{key}'", max_results=1,
+                             order_by=["attributes.start_time DESC"])  # fmt: skip
+        if runs:
+            c.update_run(runs[0].info.run_id, status="RUNNING")
+            return runs[0].info.run_id
+    run_id = start_run(c, experiment, params, run_name)
+    c.set_tag(run_id, "elborl.run_key", key)
+    return run_id
+
+
 def flatten(params: dict, prefix: str = "") -> dict[str, str]:
     """{"train": {"lr": 1e-4}} -> {"train.lr": "0.0001"}."""
     out: dict[str, str] = {}

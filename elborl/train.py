@@ -1,5 +1,6 @@
 """The RL training loop: each epoch samples, rewards, computes advantages and likelihoods, takes the
-loss, steps, and logs one line. Deterministic under `train.seed` (every draw is seeded by (seed, epoch))."""
+loss, steps, and logs one line. Deterministic under `train.seed` (every draw is seeded by (seed, epoch)),
+so an epoch run from a checkpoint gives the same weights as one run straight through."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from elborl import checkpoint
 from elborl.config import TrainConfig
 from elborl.rewards.detectors import Detector
 from elborl.rewards.geneval import DEFAULT_RULES, Rules
 from elborl.rollout import reward, rollout
+from elborl.storage import StorageOptions
 from elborl.update import make_ema, make_optimizer, update
 
 
@@ -29,6 +32,58 @@ def ema_weights(policy, ema):
         ema.restore(params)
 
 
+def epoch_line(epoch: int, epochs: int, m: dict) -> str:
+    """The one log line of an epoch."""
+    test = f" test {m['test.overall']:.3f}" if "test.overall" in m else ""
+    return (f"epoch {epoch + 1}/{epochs}: reward {m['reward_mean']:.3f} strict {m['strict']:.3f}{test} "
+            f"loss {m['loss']:.4f} kl {m['kl']:.2e} |l| {m['abs_log_ratio']:.2e} grad {m['grad_norm']:.3f} "
+            f"({m['rollout_s']:.1f}s + {m['update_s']:.1f}s)")  # fmt: skip
+
+
+class Trainer:
+    """The live state of an RL run: policy, optimizer, EMA and the optimizer-step counter.
+
+    Args:
+        policy: A `Policy` (its `current` weights are trained, `old` samples, `ref` anchors the KL).
+        rows: Train prompts (GenEval metadata).
+        detector: Judge of the rollouts.
+        cfg: The `train` params section.
+        rules: GenEval options.
+    """
+
+    def __init__(self, policy, rows: list[dict], detector: Detector, cfg: TrainConfig, rules: Rules = DEFAULT_RULES):
+        self.policy, self.rows, self.detector, self.cfg, self.rules = policy, rows, detector, cfg, rules
+        params = policy.trainable_parameters()
+        self.optimizer, self.ema = make_optimizer(params, cfg), make_ema(params, cfg)
+        self.step = 0  # optimizer steps taken
+        self.epochs_done = 0
+
+    def epoch(self, epoch: int) -> dict:
+        """One epoch: rollout -> reward -> update. Returns its metrics (with timings)."""
+        if epoch != self.epochs_done:
+            raise RuntimeError(f"epoch {epoch} asked of a trainer that has completed {self.epochs_done}")
+        cfg, start = self.cfg, time.perf_counter()
+        batch = reward(rollout(self.policy, self.rows, cfg, epoch), self.detector, cfg.reward, self.rules)
+        t_rollout = time.perf_counter() - start
+        gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1]).integers(2**62)))
+        metrics = update(self.policy, self.optimizer, self.ema, batch, cfg, self.step, gen)
+        self.step, self.epochs_done = metrics["step"], epoch + 1
+        metrics.update(epoch=epoch, images=len(batch.metadata), rollout_s=t_rollout,
+                       update_s=time.perf_counter() - start - t_rollout)  # fmt: skip
+        return metrics
+
+    def save(self, url: str, options: StorageOptions | None = None) -> str:
+        """Checkpoint after `epochs_done` epochs at `url`; returns the checkpoint's digest."""
+        state = {"epochs_done": self.epochs_done, "step": self.step}
+        return checkpoint.save(url, self.policy, self.optimizer, self.ema, state, options)
+
+    def load(self, url: str, options: StorageOptions | None = None) -> dict:
+        """Continue from a checkpoint written by `save`."""
+        state = checkpoint.load(url, self.policy, self.optimizer, self.ema, options)
+        self.epochs_done, self.step = state["epochs_done"], state["step"]
+        return state
+
+
 def train(
     policy,
     rows: list[dict],
@@ -38,10 +93,11 @@ def train(
     on_epoch: Callable[[int, dict], None] | None = None,
     log: Callable[[str], None] = print,
 ):
-    """Run `cfg.epochs` epochs of rollout -> reward -> update.
+    """Run `cfg.epochs` epochs of rollout -> reward -> update in memory (the pipeline's `train` flow
+    runs the same epochs as cached, checkpointed Prefect tasks).
 
     Args:
-        policy: A `Policy` (its `current` weights are trained, `old` samples, `ref` anchors the KL).
+        policy: A `Policy`.
         rows: Train prompts (GenEval metadata).
         detector: Judge of the rollouts.
         cfg: The `train` params section.
@@ -52,21 +108,12 @@ def train(
     Returns:
         (history, ema): per-epoch metrics and the EMA of the trained weights.
     """
-    params = policy.trainable_parameters()
-    optimizer, ema = make_optimizer(params, cfg), make_ema(params, cfg)
-    step, history = 0, []
+    trainer = Trainer(policy, rows, detector, cfg, rules)
+    history = []
     for epoch in range(cfg.epochs):
-        start = time.perf_counter()
-        batch = reward(rollout(policy, rows, cfg, epoch), detector, cfg.reward, rules)
-        t_rollout = time.perf_counter() - start
-        gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1]).integers(2**62)))
-        metrics = update(policy, optimizer, ema, batch, cfg, step, gen)
-        step = metrics["step"]
-        metrics.update(epoch=epoch, rollout_s=t_rollout, update_s=time.perf_counter() - start - t_rollout)
+        metrics = trainer.epoch(epoch)
         history.append(metrics)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: reward {metrics['reward_mean']:.3f} strict {metrics['strict']:.3f} "
-            f"loss {metrics['loss']:.4f} kl {metrics['kl']:.2e} |l| {metrics['abs_log_ratio']:.2e} "
-            f"grad {metrics['grad_norm']:.3f} ({metrics['rollout_s']:.1f}s + {metrics['update_s']:.1f}s)")  # fmt: skip
+        log(epoch_line(epoch, cfg.epochs, metrics))
         if on_epoch:
             on_epoch(epoch, metrics)
-    return history, ema
+    return history, trainer.ema

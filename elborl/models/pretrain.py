@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from elborl.checkpoint import flatten_optimizer, load_optimizer
 from elborl.config import BaseConfig
 from elborl.models.tiny import TinyConfig, TinyT2I
 from elborl.rewards.geneval import TAGS
@@ -75,7 +76,7 @@ class Checkpoint:
         tmp.mkdir(parents=True)
         save_file(cpu, tmp / "model.safetensors")
         save_file({k: v.cpu().contiguous() for k, v in ema.items()}, tmp / "ema.safetensors")
-        tensors, groups = _flatten_optimizer(opt)
+        tensors, groups = flatten_optimizer(opt)
         save_file({k: v.cpu().contiguous() for k, v in tensors.items()}, tmp / "optimizer.safetensors")
         (tmp / "state.json").write_text(json.dumps({**state, "param_groups": groups}))
         old = self.path.with_name(self.path.name + ".old")
@@ -92,7 +93,7 @@ class Checkpoint:
         state = json.loads((self.path / "state.json").read_text())
         # Loaded on the CPU: Optimizer.load_state_dict moves each state to its parameter's device
         # (and keeps AdamW's `step` counters on the CPU, as it wants them).
-        _load_optimizer(opt, load_file(self.path / "optimizer.safetensors"), state.pop("param_groups"))
+        load_optimizer(opt, load_file(self.path / "optimizer.safetensors"), state.pop("param_groups"))
         return state
 
 
@@ -119,20 +120,6 @@ def load_warm_start(src: Path, model: torch.nn.Module, ema: dict[str, torch.Tens
         ema[k].copy_(v.to(device))
     state = json.loads((src / "state.json").read_text())
     return {"step": state["step"], "elapsed": state["elapsed"], "warm_start_step": state["step"]}
-
-
-def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
-    sd = opt.state_dict()
-    tensors = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
-    return tensors, sd["param_groups"]
-
-
-def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
-    state: dict[int, dict] = {}
-    for key, value in tensors.items():
-        i, name = key.split(".", 1)
-        state.setdefault(int(i), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": groups})
 
 
 def pretrain(

@@ -1,0 +1,105 @@
+"""RL training checkpoints at epoch boundaries, on local disk or s3:// (through `elborl.storage`).
+
+A checkpoint holds everything the next epoch reads, so a resumed run continues bitwise: the trained
+(`current`) and sampling (`old`) weights, the optimizer state, the EMA shadow weights, and the
+loop's counters. Files are written first and `state.json` last: `state.json` is the commit mark, and
+a folder without it (a run killed mid-save) is never read.
+
+Layout: <root>/epoch_0003/{current,old,ema,optimizer}.safetensors + state.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import torch
+from safetensors.torch import load as load_bytes
+from safetensors.torch import save as save_bytes
+
+from elborl import storage
+from elborl.storage import StorageOptions
+
+
+def epoch_url(root: str, epoch: int) -> str:
+    """The checkpoint folder after `epoch` completed epochs."""
+    return f"{root.rstrip('/')}/epoch_{epoch:04d}"
+
+
+def _tensors(d: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in d.items()}
+
+
+def flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """An optimizer's state as flat tensors ("<param index>.<name>") plus its param groups."""
+    sd = opt.state_dict()
+    tensors = {f"{i}.{k}": v for i, st in sd["state"].items() for k, v in st.items()}
+    return tensors, sd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], groups: list[dict]) -> None:
+    """Inverse of `flatten_optimizer` (tensors on the CPU: torch moves each to its parameter's device)."""
+    state: dict[int, dict] = {}
+    for key, value in tensors.items():
+        i, name = key.split(".", 1)
+        state.setdefault(int(i), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def save(url: str, policy, optimizer, ema, state: dict, options: StorageOptions | None = None) -> str:
+    """Write a checkpoint folder; returns its digest (sha256 of every tensor file, in order).
+
+    Args:
+        url: Folder (local path or s3:// URL), e.g. `epoch_url(root, epoch)`.
+        policy: The `Policy` (its `current` and `old` weights are saved).
+        optimizer: The optimizer over the trained weights.
+        ema: diffusers EMAModel over the same weights.
+        state: JSON-able loop counters (epoch, step, ...).
+    """
+    opt_tensors, groups = flatten_optimizer(optimizer)
+    ema_state = ema.state_dict()
+    shadow = ema_state.pop("shadow_params")
+    files = {
+        "current": _tensors(policy.weights.state_dict("current")),
+        "old": _tensors(policy.weights.state_dict("old")),
+        "ema": _tensors({str(i): p for i, p in enumerate(shadow)}),
+        "optimizer": _tensors(opt_tensors),
+    }
+    digest = hashlib.sha256()
+    for name, tensors in files.items():
+        data = save_bytes(tensors)
+        digest.update(data)
+        storage.write_bytes(f"{url}/{name}.safetensors", data, options)
+    meta = {**state, "param_groups": groups, "ema": ema_state, "digest": digest.hexdigest()[:16]}
+    storage.write_bytes(f"{url}/state.json", json.dumps(meta).encode(), options)  # the commit mark, last
+    return meta["digest"]
+
+
+def load(url: str, policy, optimizer, ema, options: StorageOptions | None = None) -> dict:
+    """Load a checkpoint written by `save` into live objects; returns its state (with `digest`)."""
+    meta = json.loads(storage.read_bytes(f"{url}/state.json", options))
+    read = {n: load_bytes(storage.read_bytes(f"{url}/{n}.safetensors", options))
+            for n in ("current", "old", "ema", "optimizer")}  # fmt: skip
+    device = policy.device
+    policy.weights.load_state_dict({k: v.to(device) for k, v in read["current"].items()}, "current")
+    policy.weights.load_state_dict({k: v.to(device) for k, v in read["old"].items()}, "old")
+    load_optimizer(optimizer, read["optimizer"], meta.pop("param_groups"))
+    shadow = [read["ema"][str(i)].to(device) for i in range(len(read["ema"]))]
+    ema.load_state_dict({**meta.pop("ema"), "shadow_params": shadow})
+    return meta
+
+
+def complete(url: str, options: StorageOptions | None = None) -> bool:
+    """Whether a checkpoint folder was fully written (its `state.json` exists)."""
+    return storage.exists(f"{url}/state.json", options)
+
+
+def prune(root: str, keep_from: int, options: StorageOptions | None = None) -> None:
+    """Delete checkpoint folders of epochs < `keep_from` (older checkpoints are never read again)."""
+    fs, path = storage.filesystem(root, options)
+    if not fs.exists(path):
+        return
+    for entry in fs.ls(path, detail=False):
+        name = entry.rstrip("/").rsplit("/", 1)[-1]
+        if name.startswith("epoch_") and name[6:].isdigit() and int(name[6:]) < keep_from:
+            fs.rm(entry, recursive=True)

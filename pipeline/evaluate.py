@@ -1,0 +1,83 @@
+"""The `evaluate` stage as a Prefect flow: score the trained and the base model (one task each), write
+the metrics, plots and grid, and register the trained EMA checkpoint in MLflow's model registry
+(moving the champion alias when it beats the holder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+
+from elborl import tracking
+from elborl.config import load_params
+from elborl.geneval_io import read_metadata_jsonl
+from elborl.models.tiny import TinyT2I, check_tiny_folder
+from elborl.rewards.detectors import build_detector
+from elborl.rewards.geneval import Rules
+from elborl.world.spec import WorldSpec
+from stages import evaluate as stage
+
+
+@task(name="score", task_run_name="score-{name}")
+def score_task(name: str, params_path: str, model: str, prompts: str, out: str) -> dict:
+    """Strict GenEval of one model on the test prompts."""
+    params = load_params(params_path)
+    spec = WorldSpec.from_config(params.world)
+    detector, rules = build_detector(params.geneval.detector, spec), Rules.from_config(params.geneval)
+    rows = read_metadata_jsonl(prompts)
+    return stage.score_model(TinyT2I.from_pretrained(model), rows, detector, rules, params.evaluate, Path(out) / name)
+
+
+@flow(name="elborl-evaluate")
+def evaluate_flow(
+    params_path: str = "params.yaml",
+    prompts: str = "data/prompts/test.jsonl",
+    model: str = "data/train/model",
+    base: str = "data/base/model",
+    run: str = "data/train/run.json",
+    out: str = "data/eval",
+) -> dict:
+    """Run the `evaluate` stage.
+
+    Args:
+        params_path: The params file (sections evaluate, world, geneval, tracking).
+        prompts: Test prompts (GenEval metadata JSONL).
+        model: The trained model folder (EMA weights).
+        base: The base model folder.
+        run: The train stage's run.json (its MLflow run id; the registry source is that run's model).
+        out: Output folder.
+
+    Returns:
+        The scores table (trained, base, gain).
+    """
+    logger = get_run_logger()
+    params = load_params(params_path)
+    cfg = params.evaluate
+    models = {"base": check_tiny_folder(base), "trained": check_tiny_folder(model)}
+    summaries = {name: score_task(name, params_path, str(path), prompts, out) for name, path in models.items()}
+    table = stage.scores_table(summaries)
+    rows = read_metadata_jsonl(prompts)
+    grid = stage.comparison_grid({n: TinyT2I.from_pretrained(p) for n, p in models.items()}, rows, cfg)
+    stage.write_outputs(Path(out), table, grid)
+    tags = ", ".join(
+        f"{t} {table['base'][t]:.3f}->{table['trained'][t]:.3f}" for t in table["trained"] if t != "overall"
+    )
+    logger.info(f"evaluate: strict test GenEval {table['base']['overall']:.3f} -> {table['trained']['overall']:.3f} "
+                f"({tags})")  # fmt: skip
+    if cfg.register_model:
+        _register(params, json.loads(Path(run).read_text())["mlflow_run_id"], table, Path(out), logger)
+    return table
+
+
+def _register(params, run_id: str, table: dict, out: Path, logger) -> None:
+    """Log the scores and the grid to the train run, register its model, move the alias if it wins."""
+    t = params.tracking
+    c = tracking.client(t.uri, t.artifact_root)
+    tracking.log_metrics(c, run_id, {"eval": table}, step=0)
+    c.log_artifact(run_id, str(out / "samples.png"), "eval")
+    c.log_artifact(run_id, str(out / "scores.json"), "eval")
+    source = f"{c.get_run(run_id).info.artifact_uri}/model"
+    version, promoted = tracking.register(c, run_id, t.model_name, source, table["trained"], t.alias)
+    logger.info(f"evaluate: registered {t.model_name} version {version}"
+                + (f", now {t.alias}" if promoted else f" ({t.alias} unchanged)"))  # fmt: skip

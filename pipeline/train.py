@@ -1,0 +1,171 @@
+"""The `train` stage as a Prefect flow: one cached, checkpointed task per epoch.
+
+Each epoch task's cache key is built from content hashes of its inputs: the run key (base weights,
+train prompts, world, GenEval rules, train section; `stages.train.run_key`), the epoch, and the
+digest of the checkpoint it starts from. Its result (metrics + the checkpoint it wrote + that
+checkpoint's digest) is persisted next to the checkpoints, on local disk or S3. Starting the same
+command again after a kill -9 therefore replays the finished epochs from the cache, loads the last
+checkpoint and continues: the run ends on the same weights as an uninterrupted one (every draw of an
+epoch is seeded by (seed, epoch)).
+
+MLflow: the run tagged with the run key is reused on resume; tasks log to it by explicit run id.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from prefect import flow, get_run_logger, task
+from tqdm import tqdm
+
+from elborl import checkpoint, storage, tracking
+from elborl.config import load_params
+from elborl.errors import UserError
+from elborl.geneval_io import read_metadata_jsonl
+from elborl.grid import image_grid
+from elborl.models.generate import generate, image_seed
+from elborl.storage import StorageOptions
+from elborl.train import Trainer, ema_weights, epoch_line
+from pipeline.results import result_storage
+from stages import train as stage
+
+
+@dataclass
+class _Live:
+    """What the epoch tasks of one flow run share in memory (tasks get only hashable arguments)."""
+
+    trainer: Trainer
+    root: str
+    options: StorageOptions
+    test_rows: list[dict]
+    client: Any
+    run_id: str | None
+
+
+_LIVE: dict[str, _Live] = {}
+
+
+class CheckpointMissing(Exception):
+    """A cached epoch points at a checkpoint that was pruned since (e.g. `epochs` was lowered)."""
+
+
+def _epoch_key(ctx, p: dict) -> str:
+    return f"elborl-train-{p['key']}-epoch{p['epoch']:04d}-from-{p['digest_in']}"
+
+
+def _continue_from(live: _Live, epoch: int, checkpoint_in: str | None, digest_in: str) -> None:
+    """Bring the live trainer to `epoch` completed epochs (after cached ones) from their checkpoint."""
+    if live.trainer.epochs_done == epoch:
+        return
+    if checkpoint_in is None or not checkpoint.complete(checkpoint_in, live.options):
+        raise CheckpointMissing(f"{checkpoint_in}: checkpoint of epoch {epoch} is gone")
+    state = live.trainer.load(checkpoint_in, live.options)
+    if state["digest"] != digest_in:
+        raise UserError(f"{checkpoint_in}: digest {state['digest']} differs from the cached {digest_in}")
+
+
+@task(name="epoch", cache_key_fn=_epoch_key, persist_result=True, task_run_name="epoch-{epoch}")
+def epoch_task(key: str, epoch: int, digest_in: str, checkpoint_in: str | None) -> dict:
+    """rollout -> reward -> update (and the test GenEval every `eval_every` epochs), then checkpoint."""
+    live = _LIVE[key]
+    _continue_from(live, epoch, checkpoint_in, digest_in)
+    trainer, cfg = live.trainer, live.trainer.cfg
+    metrics = trainer.epoch(epoch)
+    if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+        summary = stage.geneval_on_test(trainer, live.test_rows)
+        metrics["test.overall"] = summary["overall"]
+        metrics.update({f"test.{tag}": v for tag, v in summary["per_tag"].items()})
+        if live.client:
+            live.client.log_image(live.run_id, _sample_grid(trainer, live.test_rows),
+                                  artifact_file=f"samples/epoch_{epoch + 1:04d}.png")  # fmt: skip
+    url = checkpoint.epoch_url(live.root, epoch + 1)
+    digest = trainer.save(url, live.options)
+    checkpoint.prune(live.root, epoch + 2 - cfg.keep_checkpoints, live.options)
+    if live.client:
+        tracking.log_metrics(live.client, live.run_id, metrics, step=epoch + 1)
+    return {"epoch": epoch, "checkpoint": url, "digest": digest, "metrics": metrics}
+
+
+def _sample_grid(trainer: Trainer, rows: list[dict], n: int = 16) -> np.ndarray:
+    """EMA samples of the first `n` test prompts (fixed seeds), as one image."""
+    shown = rows[:: max(1, len(rows) // n)][:n]
+    with ema_weights(trainer.policy, trainer.ema):
+        seeds = [image_seed(0, i, 0) for i in range(len(shown))]
+        images = generate(trainer.policy, [m["prompt"] for m in shown], seeds, steps=trainer.cfg.steps, progress=False)
+    return image_grid(np.asarray(images))
+
+
+def _epochs(task_, key: str, epochs: int, base_digest: str) -> list[dict]:
+    """Call the epoch tasks in order, chaining each one's checkpoint digest into the next one's key."""
+    logger = get_run_logger()
+    digest, ckpt, results = base_digest, None, []
+    for epoch in tqdm(range(epochs), desc="train", unit="epoch", disable=not sys.stderr.isatty()):
+        result = task_(key, epoch, digest, ckpt)
+        digest, ckpt = result["digest"], result["checkpoint"]
+        results.append(result)
+        logger.info(epoch_line(epoch, epochs, result["metrics"]))
+    _continue_from(_LIVE[key], epochs, ckpt, digest)  # every epoch may have come from the cache
+    return results
+
+
+@flow(name="elborl-train")
+def train_flow(
+    params_path: str = "params.yaml",
+    prompts: str = "data/prompts",
+    base: str = "data/base/model",
+    out: str = "data/train",
+    device: str | None = None,
+) -> dict:
+    """Run the `train` stage: RL from `base` on `<prompts>/train.jsonl`, evaluated on `test.jsonl`.
+
+    Args:
+        params_path: The params file (sections train, world, geneval, storage, tracking).
+        prompts: Folder with train.jsonl and test.jsonl.
+        base: The base model folder.
+        out: The stage's output folder.
+        device: Torch device for the policy ("cuda" on a GPU machine).
+
+    Returns:
+        The stage's metrics (last epoch, last test GenEval).
+    """
+    logger = get_run_logger()
+    params = load_params(params_path)
+    cfg, options = params.train, params.storage.options()
+    train_rows = read_metadata_jsonl(Path(prompts) / "train.jsonl")
+    test_rows = read_metadata_jsonl(Path(prompts) / "test.jsonl")
+    base_digest = stage.folder_digest(base)
+    key = stage.run_key(params, base_digest, stage.folder_digest(Path(prompts) / "train.jsonl"))
+    root = cfg.checkpoints.rstrip("/") + "/" + key
+    root = root if storage.is_remote(root) else str(Path(root).resolve())
+    client = tracking.client(params.tracking.uri, params.tracking.artifact_root)
+    logged = {"train": cfg.model_dump(mode="json"), "world": params.world.model_dump(mode="json")}
+    run_id = tracking.resume_or_start_run(client, params.tracking.experiment, logged, key, f"train-{key[:8]}")
+    logger.info(f"train: run {key} ({cfg.estimator}/{cfg.objective}/{cfg.sampler}), checkpoints in {root}")
+
+    def live() -> _Live:
+        return _Live(stage.build_trainer(params, base, train_rows, device), root, options, test_rows, client, run_id)
+
+    task_ = epoch_task.with_options(result_storage=result_storage(f"{root}/results", options))
+    _LIVE[key] = live()
+    try:
+        try:
+            results = _epochs(task_, key, cfg.epochs, base_digest)
+        except CheckpointMissing as err:  # cached epochs whose checkpoints were pruned: recompute them
+            logger.info(f"train: {err}; recomputing the epochs")
+            _LIVE[key] = live()
+            results = _epochs(task_.with_options(refresh_cache=True), key, cfg.epochs, base_digest)
+        history = [r["metrics"] for r in results]
+        run = {"run_key": key, "digest": results[-1]["digest"], "checkpoint": results[-1]["checkpoint"],
+               "mlflow_run_id": run_id}  # fmt: skip
+        metrics = stage.write_outputs(Path(out), stage.export_model(_LIVE[key].trainer), history, run)
+    finally:
+        _LIVE.pop(key, None)
+    client.log_artifacts(run_id, str(Path(out) / "model"), "model")
+    client.log_artifact(run_id, str(Path(out) / "history.csv"))
+    client.set_terminated(run_id)
+    logger.info(f"train: reward {history[0]['reward_mean']:.3f} -> {history[-1]['reward_mean']:.3f}")
+    return metrics

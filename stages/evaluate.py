@@ -1,0 +1,72 @@
+"""Stage `evaluate`: strict GenEval of the trained EMA checkpoint and of the base, side by side.
+
+For each model: sample the test prompts in GenEval's folder layout, score every image. Writes
+<out>/<name>/{images,results.jsonl,summary.json}, <out>/scores.json (overall and per tag, trained
+and base; a DVC metric), <out>/per_tag.csv (a DVC bar plot) and <out>/samples.png (the same test
+prompts and seeds, base row above trained row). Reads params: evaluate, world, geneval.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from elborl.config import EvaluateConfig
+from elborl.evaluation import images_per_prompt_by_tag, sample_layout
+from elborl.grid import image_grid
+from elborl.io import atomic_write_text, write_json
+from elborl.models.generate import generate, image_seed
+from elborl.models.tiny import TinyT2I
+from elborl.rewards.detectors import Detector
+from elborl.rewards.geneval import Rules
+from elborl.rewards.scoring import score_folder, write_scores
+
+
+def score_model(model: TinyT2I, rows: list[dict], detector: Detector, rules: Rules, cfg: EvaluateConfig,
+                out: Path) -> dict:  # fmt: skip
+    """Sample `rows` into `out/images`, score them into `out/results.jsonl` and `out/summary.json`."""
+    per_tag = images_per_prompt_by_tag(rows, cfg.images_per_prompt, cfg.min_images_per_tag)
+    with torch.inference_mode():
+        sample_layout(model, rows, out / "images", [per_tag[m["tag"]] for m in rows], cfg.seed,
+                      sampler=cfg.sampler, steps=cfg.steps)  # fmt: skip
+    results, summary = score_folder(out / "images", detector, rules)
+    write_scores(out, results, summary)
+    return summary
+
+
+def scores_table(summaries: dict[str, dict]) -> dict:
+    """{"trained": {"overall", per tag...}, "base": {...}, "gain": {...}}."""
+    table = {name: {"overall": s["overall"], **s["per_tag"]} for name, s in summaries.items()}
+    if {"trained", "base"} <= table.keys():
+        table["gain"] = {k: table["trained"][k] - table["base"][k] for k in table["trained"]}
+    return table
+
+
+def per_tag_csv(table: dict) -> str:
+    """Long format (model, tag, score) for `dvc plots` bar charts."""
+    buf = io.StringIO()
+    buf.write("model,tag,score\n")
+    for name in ("base", "trained"):
+        for tag, score in table.get(name, {}).items():
+            buf.write(f"{name},{tag},{score:.4f}\n")
+    return buf.getvalue()
+
+
+def comparison_grid(models: dict[str, TinyT2I], rows: list[dict], cfg: EvaluateConfig) -> np.ndarray:
+    """Rows of samples (same prompts, same seeds), one block per model."""
+    shown = rows[:: max(1, len(rows) // cfg.grid_prompts)][: cfg.grid_prompts]
+    seeds = [image_seed(cfg.seed, i, 0) for i in range(len(shown))]
+    images = [generate(m, [r["prompt"] for r in shown], seeds, cfg.sampler, cfg.steps, progress=False)
+              for m in models.values()]  # fmt: skip
+    return image_grid(np.concatenate(images), ncol=len(shown) if len(shown) <= 16 else 8)
+
+
+def write_outputs(out: Path, table: dict, grid: np.ndarray) -> None:
+    from elborl.io import save_png
+
+    write_json(out / "scores.json", table)
+    atomic_write_text(out / "per_tag.csv", per_tag_csv(table))
+    save_png(out / "samples.png", grid)

@@ -1,0 +1,119 @@
+"""Stage `train`: RL fine-tuning of the base on the train prompts (the pieces; the Prefect flow that runs
+them epoch by epoch, cached and resumable, is `pipeline.train`).
+
+Reads params: train, world, geneval, storage, tracking. Writes <out>/model (the EMA weights as a
+model folder, what `evaluate` samples), <out>/history.csv (one row per epoch: the reward curve),
+<out>/metrics.json (the last epoch and the last test GenEval; a DVC metric) and <out>/run.json
+(the run key, the final checkpoint's digest and the MLflow run id).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import hashlib
+import io
+import json
+from pathlib import Path
+
+import torch
+
+from elborl.config import Params
+from elborl.evaluation import geneval_of_model
+from elborl.io import atomic_write_text
+from elborl.models.tiny import TinyT2I, tiny_policy
+from elborl.models.weights import LoraSpec
+from elborl.rewards.detectors import build_detector
+from elborl.rewards.geneval import Rules
+from elborl.train import Trainer, ema_weights
+from elborl.world.spec import WorldSpec
+
+# Keys that do not change what an epoch computes: left out of the run key, so raising `epochs`
+# continues a finished run instead of starting over.
+NOT_IN_RUN_KEY = {"epochs", "checkpoints", "keep_checkpoints"}
+
+
+def folder_digest(path: str | Path) -> str:
+    """sha256 over a folder's file names and contents (sorted), 16 hex digits."""
+    h = hashlib.sha256()
+    root = Path(path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(f.relative_to(root).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def run_key(params: Params, base_digest: str, prompts_digest: str) -> str:
+    """Content hash of everything an epoch depends on: the base weights, the train prompts, the world,
+    the GenEval rules and the train section (less `NOT_IN_RUN_KEY`)."""
+    train = params.train.model_dump(mode="json", exclude=NOT_IN_RUN_KEY)
+    blob = json.dumps([base_digest, prompts_digest, params.world.model_dump(mode="json"),
+                       params.geneval.model_dump(mode="json"), train], sort_keys=True)  # fmt: skip
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def build_trainer(params: Params, base: str | Path, train_rows: list[dict], device: str | None = None) -> Trainer:
+    """A fresh `Trainer` over the base model folder (tiny model; LoRA or full fine-tuning)."""
+    cfg, spec = params.train, WorldSpec.from_config(params.world)
+    model = TinyT2I.from_pretrained(base)
+    if model.size != spec.size:
+        raise ValueError(f"{base}: the model draws {model.size}x{model.size} images, the world is {spec.size}")
+    if device:
+        model.to(device)
+    policy = tiny_policy(model, cfg.finetune, LoraSpec(cfg.lora_rank, cfg.lora_alpha))
+    policy.model = model  # kept for `export_model` (tokenizer and text encoder)
+    detector, rules = build_detector(params.geneval.detector, spec), Rules.from_config(params.geneval)
+    return Trainer(policy, train_rows, detector, params.train, rules)
+
+
+def geneval_on_test(trainer: Trainer, test_rows: list[dict]) -> dict:
+    """Strict test GenEval of the EMA weights (ODE sampler, CFG off)."""
+    cfg = trainer.cfg
+    sampler = "dpm2" if cfg.sampler == "flow_sde" else cfg.sampler  # the SDE's noise is a training device
+    with torch.inference_mode(), ema_weights(trainer.policy, trainer.ema):
+        return geneval_of_model(trainer.policy, test_rows, trainer.detector, cfg.eval_images_per_prompt, seed=0,
+                                rules=trainer.rules, min_images_per_tag=cfg.eval_min_images_per_tag,
+                                sampler=sampler, steps=cfg.steps, progress=False)  # fmt: skip
+
+
+def export_model(trainer: Trainer) -> TinyT2I:
+    """The EMA weights as a standalone model (LoRA fused into the base weights)."""
+    policy = trainer.policy
+    with torch.no_grad(), ema_weights(policy, trainer.ema):
+        transformer = copy.deepcopy(policy.transformer).cpu()
+    if trainer.cfg.finetune == "lora":
+        transformer.fuse_lora(adapter_names=["current"])
+        transformer.unload_lora()
+    model = policy.model
+    return TinyT2I(model.tokenizer, copy.deepcopy(model.text_encoder).cpu(), transformer)
+
+
+def history_csv(history: list[dict]) -> str:
+    """Per-epoch metrics as CSV (columns: the union of keys, in first-seen order)."""
+    fields = list(dict.fromkeys(k for row in history for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(history)
+    return buf.getvalue()
+
+
+def write_outputs(out: Path, model: TinyT2I, history: list[dict], run: dict) -> dict:
+    """Write the stage's outputs (each file atomically; the model folder by a rename)."""
+    tmp = out / "model.tmp"
+    model.save_pretrained(tmp)
+    final = out / "model"
+    if final.exists():
+        import shutil
+
+        shutil.rmtree(final)
+    tmp.rename(final)
+    atomic_write_text(out / "history.csv", history_csv(history))
+    last = history[-1]
+    tests = [r for r in history if "test.overall" in r]
+    metrics = {k: last[k] for k in ("epoch", "reward_mean", "strict", "loss", "kl") if k in last}
+    if tests:
+        metrics["test"] = {k.removeprefix("test."): v for k, v in tests[-1].items() if k.startswith("test.")}
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_write_text(out / "run.json", json.dumps(run, indent=2) + "\n")
+    return metrics
