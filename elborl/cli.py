@@ -162,11 +162,24 @@ def base(
     export_warm_start: Annotated[
         Path | None, typer.Option(help="Write a compact warm start of the --out training checkpoint here.")
     ] = None,
+    export_model: Annotated[
+        Path | None,
+        typer.Option(help="Write the EMA weights of the --out checkpoint (or --warm-start) as an fp16 model here."),
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """The `base` stage (copy and measure the shipped base), or with --train, pretrain a new base."""
     p = load_params(params)
-    _spec(p)
+    spec = _spec(p)
+    if export_model is not None:
+        from elborl.models.pretrain import export_ema_model
+
+        src = warm_start or (out or Path("build/base")) / "checkpoint"
+        if not (src / "ema.safetensors").is_file():
+            raise UserError(f"{src / 'ema.safetensors'}: not found (expected a training checkpoint or warm start)")
+        export_ema_model(src, p.base, spec, export_model)
+        typer.echo(f"base: EMA model of {src} written to {export_model}")
+        return
     if export_warm_start is not None:
         from elborl.models.pretrain import export_warm_start as export
 

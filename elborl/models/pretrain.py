@@ -199,6 +199,20 @@ def pretrain(
     return final
 
 
+def export_ema_model(src: Path, cfg: BaseConfig, spec: WorldSpec, dst: Path) -> TinyT2I:
+    """Write the EMA weights of a training checkpoint (or warm start) as an fp16 model folder: the
+    shipped base (`assets/base`) is made this way."""
+    model = TinyT2I.create(tiny_config(cfg, spec), seed=cfg.seed)
+    tensors = load_file(Path(src) / "ema.safetensors")
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp, dtype=torch.float16)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+    return model
+
+
 def ema_model(model: TinyT2I, ema: dict[str, torch.Tensor]) -> TinyT2I:
     """A copy of `model` carrying the EMA weights."""
     copy = TinyT2I(model.tokenizer, type(model.text_encoder)(model.text_encoder.config),

@@ -1,0 +1,125 @@
+"""The `train` stage: bitwise resume (in-process and after kill -9 of the real CLI), cached reruns,
+checkpoints that are never read half-written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from elborl import checkpoint
+from elborl.config import Params, TrainConfig
+from elborl.models.tiny import TinyT2I, tiny_policy
+from elborl.rewards.detectors import build_detector
+from elborl.train import Trainer
+from elborl.world.prompts import make_prompt_sets
+from stages.prompts import run_stage as write_prompts
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "assets" / "base"
+SMALL_TRAIN = {"epochs": 4, "prompts_per_epoch": 2, "group_size": 2, "steps": 2, "eval_every": 2,
+               "eval_min_images_per_tag": 1, "lr": 1e-4}  # fmt: skip
+
+
+def _trainer(spec, rows) -> Trainer:
+    cfg = TrainConfig(**{**SMALL_TRAIN, "epochs": 3})
+    policy = tiny_policy(TinyT2I.from_pretrained(BASE), "full")
+    return Trainer(policy, rows, build_detector("shapes", spec), cfg)
+
+
+def _state(tr: Trainer) -> list[torch.Tensor]:
+    weights = [*tr.policy.weights.state_dict("current").values(), *tr.policy.weights.state_dict("old").values()]
+    return [t.clone() for t in weights] + [p.clone() for p in tr.ema.shadow_params]
+
+
+def test_trainer_resumed_from_a_checkpoint_ends_bitwise_equal(spec, tmp_path):
+    rows = make_prompt_sets(spec, Params().prompts)[0]
+    straight = _trainer(spec, rows)
+    metrics = [straight.epoch(e) for e in range(3)]
+    assert any(m["reward_std"] > 0 for m in metrics)  # the run has a learning signal to resume
+
+    first = _trainer(spec, rows)
+    first.epoch(0)
+    first.save(str(tmp_path / "ckpt"))
+    resumed = _trainer(spec, rows)
+    resumed.load(str(tmp_path / "ckpt"))
+    for e in (1, 2):
+        resumed.epoch(e)
+    assert resumed.step == straight.step
+    assert all(torch.equal(a, b) for a, b in zip(_state(straight), _state(resumed), strict=True))
+    with pytest.raises(RuntimeError, match="epoch 1 asked"):
+        _trainer(spec, rows).epoch(1)
+
+
+def test_a_checkpoint_without_its_commit_mark_is_not_complete(spec, tmp_path):
+    tr = _trainer(spec, make_prompt_sets(spec, Params().prompts)[0][:8])
+    url = checkpoint.epoch_url(str(tmp_path), 1)
+    tr.save(url)
+    assert checkpoint.complete(url)
+    (Path(url) / "state.json").unlink()  # as if killed before the last write
+    assert not checkpoint.complete(url)
+    checkpoint.prune(str(tmp_path), 2)
+    assert not Path(url).exists()
+
+
+def _project(root: Path, checkpoints: Path) -> Path:
+    params = {"prompts": {"test_size": 12, "train_size": 40},
+              "train": {**SMALL_TRAIN, "checkpoints": str(checkpoints)},
+              "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"}}  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    write_prompts(Params.model_validate(params), root / "prompts")
+    return root
+
+
+def _train_cmd(root: Path) -> list[str]:
+    return [sys.executable, "-m", "elborl.cli", "train", "--params", str(root / "params.yaml"), "--prompts",
+            str(root / "prompts"), "--base", str(BASE), "--out", str(root / "out")]  # fmt: skip
+
+
+def _history(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [{k: v for k, v in row.items() if not k.endswith("_s")} for row in csv.DictReader(f)]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_train_flow_killed_mid_run_resumes_to_the_same_final_checkpoint(tmp_path):
+    straight = _project(tmp_path / "straight", tmp_path / "ckpt_a")
+    subprocess.run(_train_cmd(straight), check=True, env=ENV, cwd=ROOT, capture_output=True)
+    expected = json.loads((straight / "out" / "run.json").read_text())
+
+    killed = _project(tmp_path / "killed", tmp_path / "ckpt_b")
+    proc = subprocess.Popen(_train_cmd(killed), env=ENV, cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    second = tmp_path / "ckpt_b" / expected["run_key"] / "epoch_0002" / "state.json"
+    deadline = time.time() + 300
+    while not second.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Prefect server, everything
+    proc.wait()
+    assert not (killed / "out" / "run.json").exists()
+
+    done = subprocess.run(_train_cmd(killed), check=True, env=ENV, cwd=ROOT, capture_output=True, text=True)
+    log = done.stdout + done.stderr
+    assert "Task run 'epoch-0' - Finished in state Cached" in log  # finished epochs replayed from the cache
+    assert "Task run 'epoch-3' - Finished in state Completed" in log
+    resumed = json.loads((killed / "out" / "run.json").read_text())
+    assert resumed["digest"] == expected["digest"]  # sha256 of every weight, optimizer and EMA tensor
+    history = [_history(root / "out" / "history.csv") for root in (straight, killed)]
+    assert len(history[0]) == 4 and history[0] == history[1]  # every epoch's metrics, timings aside
+    weights = sorted((straight / "out" / "model").rglob("*.safetensors"))
+    assert weights and all(w.read_bytes() == (killed / "out" / "model" / w.relative_to(straight / "out" / "model"))
+                           .read_bytes() for w in weights)  # fmt: skip
+    assert len(list((tmp_path / "ckpt_b" / expected["run_key"]).glob("epoch_*"))) == 2  # keep_checkpoints
