@@ -55,9 +55,10 @@ def prompts(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Write disjoint GenEval-format train and test prompt sets over the world's classes."""
-    from stages.prompts import run_stage
+    load_params(params)  # a bad params file stops here, before Prefect starts
+    from pipeline.stages import prompts_flow
 
-    run_stage(load_params(params), out)
+    prompts_flow(str(params), str(out))
 
 
 @app.command()
@@ -112,11 +113,13 @@ def ceiling(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Render ground truth for the test prompts and score it: the detector's ceiling."""
-    from stages.ceiling import run_stage
-
     p = load_params(params)
     _spec(p)
-    run_stage(p, prompts, out)
+    if not prompts.is_file():
+        raise UserError(f"{prompts}: not found (run the `prompts` stage first)")
+    from pipeline.stages import ceiling_flow
+
+    ceiling_flow(str(params), str(prompts), str(out))
 
 
 @app.command("sample")
@@ -192,9 +195,9 @@ def base(
     if train:
         _pretrain(p, out or Path("build/base"), steps, device, warm_start)
         return
-    from stages.base import run_stage
+    from pipeline.stages import base_flow
 
-    run_stage(p, prompts, out or Path("data/base"))
+    base_flow(str(params), str(prompts), str(out or Path("data/base")))
 
 
 def _pretrain(p: Params, out: Path, steps: int | None, device: str | None, warm_start: Path | None) -> None:

@@ -32,6 +32,9 @@ def client(uri: str = DEFAULT_URI, artifact_root: str | Path | None = None):
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     from mlflow.tracking import MlflowClient
 
+    if artifact_root is None and uri.startswith("sqlite:///"):
+        # Artifacts beside the database (MLflow's own default would be ./mlruns in the working folder).
+        artifact_root = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
     c = MlflowClient(tracking_uri=uri, registry_uri=uri)
     c._elborl_artifact_root = str(artifact_root) if artifact_root else None  # our own attribute
     if uri.startswith("http"):

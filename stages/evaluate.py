@@ -46,13 +46,11 @@ def scores_table(summaries: dict[str, dict]) -> dict:
 
 
 def per_tag_csv(table: dict) -> str:
-    """Long format (model, tag, score) for `dvc plots` bar charts."""
-    buf = io.StringIO()
-    buf.write("model,tag,score\n")
-    for name in ("base", "trained"):
-        for tag, score in table.get(name, {}).items():
-            buf.write(f"{name},{tag},{score:.4f}\n")
-    return buf.getvalue()
+    """tag,base,trained rows (overall first), for the `dvc plots` bar chart."""
+    lines = ["tag,base,trained"]
+    for tag in table["trained"]:
+        lines.append(f"{tag},{table.get('base', {}).get(tag, float('nan')):.4f},{table['trained'][tag]:.4f}")
+    return "\n".join(lines) + "\n"
 
 
 def comparison_grid(models: dict[str, TinyT2I], rows: list[dict], cfg: EvaluateConfig) -> np.ndarray:

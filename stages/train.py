@@ -2,7 +2,8 @@
 them epoch by epoch, cached and resumable, is `pipeline.train`).
 
 Reads params: train, world, geneval, storage, tracking. Writes <out>/model (the EMA weights as a
-model folder, what `evaluate` samples), <out>/history.csv (one row per epoch: the reward curve),
+model folder, what `evaluate` samples), <out>/history.csv (one row per epoch: the reward curve), <out>/test_curve.csv (test GenEval per tag at
+the evaluated epochs),
 <out>/metrics.json (the last epoch and the last test GenEval; a DVC metric) and <out>/run.json
 (the run key, the final checkpoint's digest and the MLflow run id).
 """
@@ -109,11 +110,13 @@ def write_outputs(out: Path, model: TinyT2I, history: list[dict], run: dict) -> 
         shutil.rmtree(final)
     tmp.rename(final)
     atomic_write_text(out / "history.csv", history_csv(history))
+    tests = [{"epoch": r["epoch"], **{k.removeprefix("test."): v for k, v in r.items() if k.startswith("test.")}}
+             for r in history if "test.overall" in r]  # fmt: skip
+    atomic_write_text(out / "test_curve.csv", history_csv(tests) if tests else "epoch,overall\n")
     last = history[-1]
-    tests = [r for r in history if "test.overall" in r]
     metrics = {k: last[k] for k in ("epoch", "reward_mean", "strict", "loss", "kl") if k in last}
     if tests:
-        metrics["test"] = {k.removeprefix("test."): v for k, v in tests[-1].items() if k.startswith("test.")}
+        metrics["test"] = {k: v for k, v in tests[-1].items() if k != "epoch"}
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     atomic_write_text(out / "run.json", json.dumps(run, indent=2) + "\n")
     return metrics
