@@ -246,6 +246,10 @@ def train_cmd(
     from elborl.models.tiny import check_tiny_folder
 
     check_tiny_folder(base)
+    if "://" in p.train.checkpoints:  # an unreachable S3 endpoint fails here, before Prefect starts
+        from elborl import storage
+
+        storage.exists(p.train.checkpoints, p.storage.options())
     if epochs is not None:
         params = _override(params, out, "train", {"epochs": epochs})
     import torch

@@ -141,6 +141,7 @@ def train_flow(
     key = stage.run_key(params, base_digest, stage.folder_digest(Path(prompts) / "train.jsonl"))
     root = cfg.checkpoints.rstrip("/") + "/" + key
     root = root if storage.is_remote(root) else str(Path(root).resolve())
+    storage.exists(root, options)  # an unreachable S3 endpoint fails here, before any work
     client = tracking.client(params.tracking.uri, params.tracking.artifact_root)
     logged = {"train": cfg.model_dump(mode="json"), "world": params.world.model_dump(mode="json")}
     run_id = tracking.resume_or_start_run(client, params.tracking.experiment, logged, key, f"train-{key[:8]}")

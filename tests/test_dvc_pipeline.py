@@ -73,7 +73,7 @@ def test_dvc_repro_runs_stages_then_skips_them(clone):
     metrics = sh("dvc", "metrics", "show", cwd=clone)
     assert "trained.overall" in metrics and "reward_mean" in metrics
     plots = sh("dvc", "plots", "show", "--json", cwd=clone)
-    assert "reward" in plots and "per_tag.csv" in plots or "per tag" in plots
+    assert ("reward" in plots and "per_tag.csv" in plots) or "per tag" in plots
 
     again = sh("dvc", "repro", cwd=clone)
     assert "Running stage" not in again

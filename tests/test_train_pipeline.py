@@ -71,9 +71,10 @@ def test_a_checkpoint_without_its_commit_mark_is_not_complete(spec, tmp_path):
     assert not Path(url).exists()
 
 
-def _project(root: Path, checkpoints: Path) -> Path:
+def _project(root: Path, checkpoints: Path | str, endpoint: str | None = None, **train) -> Path:
     params = {"prompts": {"test_size": 12, "train_size": 40},
-              "train": {**SMALL_TRAIN, "checkpoints": str(checkpoints)},
+              "train": {**SMALL_TRAIN, "checkpoints": str(checkpoints), **train},
+              "storage": {"endpoint_url": endpoint, "retries": 1, "connect_timeout": 2},
               "tracking": {"uri": f"sqlite:///{root / 'mlflow.db'}"}}  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -94,11 +95,17 @@ def _history(path: Path) -> list[dict]:
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-def test_train_flow_killed_mid_run_resumes_to_the_same_final_checkpoint(tmp_path):
-    straight = _project(tmp_path / "straight", tmp_path / "ckpt_a")
-    subprocess.run(_train_cmd(straight), check=True, env=ENV, cwd=ROOT, capture_output=True)
-    expected = json.loads((straight / "out" / "run.json").read_text())
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory) -> tuple[Path, dict]:
+    """An uninterrupted 4-epoch run of the train CLI: the reference for the resume tests."""
+    root = tmp_path_factory.mktemp("straight")
+    project = _project(root / "project", root / "ckpt")
+    subprocess.run(_train_cmd(project), check=True, env=ENV, cwd=ROOT, capture_output=True)
+    return project, json.loads((project / "out" / "run.json").read_text())
 
+
+def test_train_flow_killed_mid_run_resumes_to_the_same_final_checkpoint(tmp_path, straight):
+    straight, expected = straight
     killed = _project(tmp_path / "killed", tmp_path / "ckpt_b")
     proc = subprocess.Popen(_train_cmd(killed), env=ENV, cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
@@ -123,3 +130,28 @@ def test_train_flow_killed_mid_run_resumes_to_the_same_final_checkpoint(tmp_path
     assert weights and all(w.read_bytes() == (killed / "out" / "model" / w.relative_to(straight / "out" / "model"))
                            .read_bytes() for w in weights)  # fmt: skip
     assert len(list((tmp_path / "ckpt_b" / expected["run_key"]).glob("epoch_*"))) == 2  # keep_checkpoints
+
+
+def test_train_on_s3_resumes_from_s3_on_a_fresh_machine(tmp_path, straight, s3_server):
+    """Checkpoints and cached epoch results on s3://: a 2-epoch run, then a 4-epoch run from a fresh
+    project folder (nothing local) that replays epochs 1-2 from S3 and ends on the straight run's weights."""
+    _, expected = straight
+    endpoint, env = s3_server
+    first = _project(tmp_path / "first", "s3://elborl/ckpt", endpoint, epochs=2)
+    subprocess.run(_train_cmd(first), check=True, env=env, cwd=ROOT, capture_output=True)
+    fresh = _project(tmp_path / "fresh", "s3://elborl/ckpt", endpoint)
+    done = subprocess.run(_train_cmd(fresh), check=True, env=env, cwd=ROOT, capture_output=True, text=True)
+    log = done.stdout + done.stderr
+    assert "Task run 'epoch-1' - Finished in state Cached" in log
+    assert "Task run 'epoch-2' - Finished in state Completed" in log
+    run = json.loads((fresh / "out" / "run.json").read_text())
+    assert run["checkpoint"].startswith("s3://elborl/ckpt/") and run["digest"] == expected["digest"]
+
+
+def test_unreachable_s3_fails_before_any_work(tmp_path):
+    project = _project(tmp_path / "p", "s3://elborl/ckpt", "http://127.0.0.1:9")
+    done = subprocess.run(_train_cmd(project), env={**ENV, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 2
+    assert "error: s3://elborl/ckpt" in done.stderr and "cannot reach the storage at http://127.0.0.1:9" in done.stderr
+    assert not (project / "out").exists()
