@@ -40,7 +40,6 @@ class StorageOptions:
         kwargs: dict = {
             "config_kwargs": {"connect_timeout": self.connect_timeout, "retries": {"max_attempts": self.retries}},
             "skip_instance_cache": True,
-            "retries": self.retries,  # s3fs's own retry loop (5 with backoff by default)
         }
         if endpoint:
             kwargs["client_kwargs"] = {"endpoint_url": endpoint}
