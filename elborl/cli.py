@@ -277,6 +277,15 @@ def evaluate(
     evaluate_flow(str(params), str(prompts), str(model), str(base), str(run), str(out))
 
 
+@app.command()
+def serve(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Serve the pipeline as a Prefect deployment on the `schedule` cron (needs PREFECT_API_URL)."""
+    p = load_params(params)
+    from pipeline.deploy import serve as serve_deployment
+
+    serve_deployment(p.schedule)
+
+
 def _override(params: Path, out: Path, section: str, values: dict) -> Path:
     """A copy of the params file with `values` set in `section` (next to the outputs)."""
     import yaml

@@ -249,6 +249,7 @@ class ScheduleConfig(Section):
     name: str = Field("elborl-pipeline", description="Deployment name.")
     cron: str = Field("0 3 * * *", description="Cron schedule (server time zone UTC).")
     project_dir: str = Field(".", description="The project folder the scheduled runs reproduce.")
+    targets: list[str] = Field(default_factory=list, description="Stages to reproduce (empty = the whole graph).")
 
 
 class Params(Section):

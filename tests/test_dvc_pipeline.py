@@ -1,62 +1,10 @@
 """`dvc repro` for real, in a temporary copy of the repository."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
 import yaml
 
-from tests.conftest import ROOT
-
-BIN = Path(sys.executable).parent
-
-
-def sh(*args: str, cwd: Path) -> str:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
-    return done.stdout + done.stderr
-
-
-@pytest.fixture
-def clone(tmp_path):
-    """The repository's files (committed or not, minus ignored ones) in a fresh git repository."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()  # fmt: skip
-    for name in files:
-        if name.startswith("data/") or not (ROOT / name).is_file():
-            continue
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, tmp_path / name)
-    sh("git", "init", "-q", cwd=tmp_path)
-    sh("git", "add", "-A", cwd=tmp_path)
-    sh(
-        "git",
-        "-c",
-        "user.email=t@t",
-        "-c",
-        "user.name=t",
-        "commit",
-        "-qam",
-        "init",
-        "--allow-empty",
-        cwd=tmp_path,
-    )
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["prompts"]["test_size"] = 12
-    params["ceiling"]["images_per_prompt"] = 1
-    params["base"].update(eval_min_images_per_tag=1, eval_steps=2)
-    params["train"].update(epochs=2, prompts_per_epoch=2, group_size=2, steps=2, eval_every=1,
-                           eval_min_images_per_tag=1)  # fmt: skip
-    params["evaluate"].update(images_per_prompt=1, min_images_per_tag=1, steps=2, grid_prompts=4)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "small params", cwd=tmp_path)
-    assert not (ROOT / "mlruns").exists()
-    return tmp_path
+from tests.conftest import sh
 
 
 def test_dvc_repro_runs_stages_then_skips_them(clone):
