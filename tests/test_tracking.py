@@ -1,13 +1,49 @@
 """MLflow against a real SQLite-backed store: runs, metrics, registry versions and the champion alias."""
 
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
 import pytest
 
 from elborl.errors import UserError
 from elborl.tracking import client, compare, log_metrics, register, start_run
 
 
-@pytest.fixture
-def mlflow_client(tmp_path):
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """`mlflow server` on loopback, backed by SQLite: its URL."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    bin_dir = Path(sys.executable).parent
+    proc = subprocess.Popen([str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/db.sqlite",
+                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port",
+                             str(port), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=2)
+            break
+        except OSError:
+            time.sleep(1)
+    yield url
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(params=["sqlite", "server"])
+def mlflow_client(request, tmp_path):
+    if request.param == "server":
+        return client(request.getfixturevalue("mlflow_server"))
     return client(f"sqlite:///{tmp_path}/mlflow.db", artifact_root=tmp_path / "artifacts")
 
 
@@ -23,14 +59,19 @@ def test_runs_metrics_and_params(mlflow_client):
 
 
 def test_registry_champion_moves_only_on_improvement(mlflow_client, tmp_path):
+    name = f"tiny-{uuid.uuid4().hex[:6]}"  # the server is shared by the module's tests
     run_a = start_run(mlflow_client, "embedded", {"train": {"objective": "epg"}})
     run_b = start_run(mlflow_client, "embedded", {"train": {"objective": "grpo"}})
-    v1, p1 = register(mlflow_client, run_a, "tiny", str(tmp_path / "a"), {"overall": 0.6, "per_tag": {"colors": 0.9}})
-    v2, p2 = register(mlflow_client, run_b, "tiny", str(tmp_path / "b"), {"overall": 0.5})
-    v3, p3 = register(mlflow_client, run_b, "tiny", str(tmp_path / "c"), {"overall": 0.7})
+
+    def source(run: str) -> str:  # a server accepts only sources inside the run's artifacts
+        return f"{mlflow_client.get_run(run).info.artifact_uri}/model"
+
+    v1, p1 = register(mlflow_client, run_a, name, source(run_a), {"overall": 0.6, "per_tag": {"colors": 0.9}})
+    v2, p2 = register(mlflow_client, run_b, name, source(run_b), {"overall": 0.5})
+    v3, p3 = register(mlflow_client, run_b, name, source(run_b), {"overall": 0.7})
     assert (p1, p2, p3) == (True, False, True)
-    assert str(mlflow_client.get_model_version_by_alias("tiny", "champion").version) == v3
-    rows = compare(mlflow_client, "tiny")
+    assert str(mlflow_client.get_model_version_by_alias(name, "champion").version) == v3
+    rows = compare(mlflow_client, name)
     assert [r["version"] for r in rows] == [v3, v2, v1]
     assert [r["champion"] for r in rows] == [True, False, False]
     assert rows[2]["overall"] == 0.6 and rows[2]["per_tag.colors"] == 0.9
