@@ -23,6 +23,9 @@ def test_dvc_repro_runs_stages_then_skips_them(clone):
     plots = sh("dvc", "plots", "show", "--json", cwd=clone)
     assert ("reward" in plots and "per_tag.csv" in plots) or "per tag" in plots
 
+    registry = sh("elborl", "compare", cwd=clone)  # evaluate registered the EMA model as the champion
+    assert "version | champion | " in registry and "\n1 | * | " in registry
+
     again = sh("dvc", "repro", cwd=clone)
     assert "Running stage" not in again
     assert "up to date" in sh("dvc", "status", cwd=clone)

@@ -155,3 +155,13 @@ def test_unreachable_s3_fails_before_any_work(tmp_path):
     assert done.returncode == 2
     assert "error: s3://elborl/ckpt" in done.stderr and "cannot reach the storage at http://127.0.0.1:9" in done.stderr
     assert not (project / "out").exists()
+
+
+def test_bad_params_stop_the_train_stage_before_any_work(cli, tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("train:\n  objectve: pepg\n")
+    code, _, err = cli("train", "--params", bad, "--out", tmp_path / "out")
+    assert code == 2 and "params.yaml: train.objectve: unknown key (did you mean 'objective'?)" in err
+    assert not (tmp_path / "out").exists()
+    code, _, err = cli("train", "--prompts", tmp_path / "nowhere", "--out", tmp_path / "out")
+    assert code == 2 and "nowhere/train.jsonl: not found" in err
