@@ -68,7 +68,20 @@ def _continue_from(live: _Live, epoch: int, checkpoint_in: str | None, digest_in
         raise UserError(f"{checkpoint_in}: digest {state['digest']} differs from the cached {digest_in}")
 
 
-@task(name="epoch", cache_key_fn=_epoch_key, persist_result=True, task_run_name="epoch-{epoch}")
+def _transient(task, task_run, state) -> bool:
+    """Retry an epoch only when storage or the network failed (a retry restarts the epoch from its
+    input checkpoint, so it gives the same result); a bug fails at once."""
+    try:
+        state.result()
+    except (OSError, UserError) as err:
+        return "cannot reach" in str(err) or isinstance(err, OSError)
+    except Exception:
+        return False
+    return False
+
+
+@task(name="epoch", cache_key_fn=_epoch_key, persist_result=True, task_run_name="epoch-{epoch}", retries=2,
+      retry_delay_seconds=10, retry_condition_fn=_transient)  # fmt: skip
 def epoch_task(key: str, epoch: int, digest_in: str, checkpoint_in: str | None) -> dict:
     """rollout -> reward -> update (and the test GenEval every `eval_every` epochs), then checkpoint."""
     live = _LIVE[key]
