@@ -168,10 +168,16 @@ class TrainConfig(Section):
     nft_beta: float = Field(0.1, gt=0, le=1, description="DiffusionNFT's beta (reference code 0.1).")
     nft_adv_max: float = Field(5.0, gt=0, description="DiffusionNFT's advantage clamp.")
     beta_kl: float = Field(1e-4, ge=0, description="KL-to-base weight (independent of adv_scale).")
-    lr: float = Field(3e-4, gt=0, lt=1, description="AdamW learning rate.")
+    lr: float = Field(
+        2e-5,
+        gt=0,
+        lt=1,
+        description="AdamW learning rate (the reference's 3e-4 is for LoRA; full fine-tuning of "
+        "the tiny model drifts at >= 1e-4, bench/learning.py).",
+    )
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(5.0, gt=0, description="Gradient-norm clip.")
-    optimizer_steps: int = Field(1, ge=1, description="Optimizer steps per epoch (the batch is split evenly).")
+    optimizer_steps: int = Field(4, ge=1, description="Optimizer steps per epoch (the batch is split evenly).")
     micro_batch: int = Field(64, ge=1, description="Samples per forward/backward piece.")
     decay_rate: float = Field(0.001, ge=0, le=1, description="Sampling policy: d = min(decay_rate * step, decay_max).")
     decay_max: float = Field(0.5, ge=0, le=1, description="Sampling policy: largest d.")
