@@ -8,7 +8,6 @@ prompts and seeds, base row above trained row). Reads params: evaluate, world, g
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np

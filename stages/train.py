@@ -2,10 +2,10 @@
 them epoch by epoch, cached and resumable, is `pipeline.train`).
 
 Reads params: train, world, geneval, storage, tracking. Writes <out>/model (the EMA weights as a
-model folder, what `evaluate` samples), <out>/history.csv (one row per epoch: the reward curve), <out>/test_curve.csv (test GenEval per tag at
-the evaluated epochs),
-<out>/metrics.json (the last epoch and the last test GenEval; a DVC metric) and <out>/run.json
-(the run key, the final checkpoint's digest and the MLflow run id).
+model folder, what `evaluate` samples), <out>/history.csv (one row per epoch: the reward curve),
+<out>/test_curve.csv (test GenEval per tag at the evaluated epochs), <out>/metrics.json (the last
+epoch and the last test GenEval; a DVC metric) and <out>/run.json (the run key, the final
+checkpoint's digest and the MLflow run id).
 """
 
 from __future__ import annotations

@@ -91,7 +91,9 @@ def _batch(policy, estimator="elbo"):
 )
 def test_update_runs_changes_weights_and_is_deterministic(estimator, objective):
     sampler = "flow_sde" if estimator == "trajectory" else "dpm2"
-    cfg = TrainConfig(estimator=estimator, objective=objective, sampler=sampler, steps=4, micro_batch=3, lr=1e-3)
+    cfg = TrainConfig(
+        estimator=estimator, objective=objective, sampler=sampler, steps=4, micro_batch=3, lr=1e-3, optimizer_steps=1
+    )
     results = []
     for _ in range(2):
         policy = tiny_policy(TinyT2I.create(SMALL, seed=0), "full")

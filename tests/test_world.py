@@ -81,8 +81,8 @@ def test_prompt_sets_seeded(spec):
 
 
 def test_prompts_cli(cli, tmp_path):
-    code, out, _ = cli("prompts", "--out", tmp_path, "--params", ROOT / "params.yaml")
-    assert code == 0 and "test:" in out
+    code, out, err = cli("prompts", "--out", tmp_path, "--params", ROOT / "params.yaml")
+    assert code == 0 and "prompts: test:" in out + err  # the flow's log (Prefect's console handler)
     lines = (tmp_path / "test.jsonl").read_text().splitlines()
     assert all(set(json.loads(line)) <= {"tag", "include", "exclude", "prompt"} for line in lines)
 
