@@ -16,7 +16,7 @@ import torch
 from elborl.config import EvaluateConfig
 from elborl.evaluation import images_per_prompt_by_tag, sample_layout
 from elborl.grid import image_grid
-from elborl.io import atomic_write_text, write_json
+from elborl.io import atomic_write_text, save_png, write_json
 from elborl.models.generate import generate, image_seed
 from elborl.models.tiny import TinyT2I
 from elborl.rewards.detectors import Detector
@@ -62,8 +62,7 @@ def comparison_grid(models: dict[str, TinyT2I], rows: list[dict], cfg: EvaluateC
 
 
 def write_outputs(out: Path, table: dict, grid: np.ndarray) -> None:
-    from elborl.io import save_png
-
+    """scores.json (the DVC metric), per_tag.csv (the bar plots), samples.png (the grid)."""
     write_json(out / "scores.json", table)
     atomic_write_text(out / "per_tag.csv", per_tag_csv(table))
     save_png(out / "samples.png", grid)

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -105,8 +106,6 @@ def write_outputs(out: Path, model: TinyT2I, history: list[dict], run: dict) -> 
     model.save_pretrained(tmp)
     final = out / "model"
     if final.exists():
-        import shutil
-
         shutil.rmtree(final)
     tmp.rename(final)
     atomic_write_text(out / "history.csv", history_csv(history))
