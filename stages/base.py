@@ -17,7 +17,7 @@ from elborl.config import Params
 from elborl.evaluation import geneval_of_model
 from elborl.geneval_io import read_metadata_jsonl
 from elborl.grid import image_grid
-from elborl.io import save_png, write_json
+from elborl.io import atomic_dir, save_png, write_json
 from elborl.models.generate import generate, image_seed
 from elborl.models.tiny import TinyT2I, check_tiny_folder
 from elborl.rewards.detectors import build_detector
@@ -28,11 +28,8 @@ from elborl.world.spec import WorldSpec
 def copy_model(src: str | Path, dst: Path) -> Path:
     """Copy a checked model folder to `dst` atomically (copy beside it, then rename)."""
     src = check_tiny_folder(src)
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with atomic_dir(dst) as tmp:
+        shutil.copytree(src, tmp)
     return dst
 
 

@@ -15,14 +15,13 @@ import csv
 import hashlib
 import io
 import json
-import shutil
 from pathlib import Path
 
 import torch
 
 from elborl.config import Params
 from elborl.evaluation import geneval_of_model
-from elborl.io import atomic_write_text
+from elborl.io import atomic_dir, atomic_write_text
 from elborl.models.tiny import TinyT2I, tiny_policy
 from elborl.models.weights import LoraSpec
 from elborl.rewards.detectors import build_detector
@@ -102,12 +101,8 @@ def history_csv(history: list[dict]) -> str:
 
 def write_outputs(out: Path, model: TinyT2I, history: list[dict], run: dict) -> dict:
     """Write the stage's outputs (each file atomically; the model folder by a rename)."""
-    tmp = out / "model.tmp"
-    model.save_pretrained(tmp)
-    final = out / "model"
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    with atomic_dir(out / "model") as tmp:
+        model.save_pretrained(tmp)
     atomic_write_text(out / "history.csv", history_csv(history))
     tests = [{"epoch": r["epoch"], **{k.removeprefix("test."): v for k, v in r.items() if k.startswith("test.")}}
              for r in history if "test.overall" in r]  # fmt: skip

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from elborl.checkpoint import flatten_optimizer, load_optimizer
 from elborl.config import BaseConfig
+from elborl.io import atomic_dir
 from elborl.models.tiny import TinyConfig, TinyT2I
 from elborl.rewards.geneval import TAGS
 from elborl.world.prompts import draw_tag_balanced
@@ -205,11 +206,8 @@ def export_ema_model(src: Path, cfg: BaseConfig, spec: WorldSpec, dst: Path) -> 
     model = TinyT2I.create(tiny_config(cfg, spec), seed=cfg.seed)
     tensors = load_file(Path(src) / "ema.safetensors")
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in tensors.items()})
-    tmp = dst.with_name(dst.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, dtype=torch.float16)
-    shutil.rmtree(dst, ignore_errors=True)
-    tmp.rename(dst)
+    with atomic_dir(dst) as tmp:
+        model.save_pretrained(tmp, dtype=torch.float16)
     return model
 
 
