@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install clean
+.PHONY: run test bench bench-quick lint install clean
 
 # dvc.yaml's commands call `elborl`, so the venv's bin goes first on PATH.
 run: $(STAMP)
@@ -15,6 +15,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# The design-space benchmark (issue 6): the full numbers (about an hour on 2 cores), or CI's check.
+bench: $(STAMP)
+	$(BIN)/python bench/design_space.py --out bench/results
+
+bench-quick: $(STAMP)
+	$(BIN)/python bench/design_space.py --quick --out build/bench-quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

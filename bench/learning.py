@@ -7,6 +7,11 @@ after, the paired gain and its standard error over prompts, the final KL to the 
 
     python bench/learning.py --epochs 12 '{"lr": 1e-4, "optimizer_steps": 4, "micro_batch": 16}' \
         '{"lr": 3e-4, "finetune": "lora"}'
+
+`--margin SEEDS` instead runs tests/test_learning.py's setting (`LEARN_TEST` on `learning_test_rows`)
+over the given training seeds and prints each paired gain: the spread its margin is set against.
+
+    python bench/learning.py --margin 0,1,2,3,4,5
 """
 
 from __future__ import annotations
@@ -39,6 +44,31 @@ def probe(trainer: Trainer, rows: list[dict], seeds: int) -> np.ndarray:
     return np.array(r).reshape(len(rows), seeds).mean(1)
 
 
+# The CI learning test's setting: two train prompts the base gets partly right (two_object and
+# color_attr, reward ~0.35), 32 images each per epoch, 16 epochs of full fine-tuning at 1e-4 with 2
+# optimizer steps and 3 ELBO terms per sample (~85 s on 2 cores).
+LEARN_TEST = {"prompts_per_epoch": 2, "group_size": 32, "optimizer_steps": 2, "elbo_k": 3, "lr": 1e-4}
+LEARN_TEST_EPOCHS = 16
+
+
+def learning_test_rows(params: Params) -> list[dict]:
+    """The learning test's two train prompts (a fixed draw from the two_object and color_attr tags)."""
+    rows = make_prompt_sets(WorldSpec.from_config(params.world), params.prompts)[0]
+    rows = [r for r in rows if r["tag"] in ("two_object", "color_attr")]
+    return [rows[i] for i in np.random.default_rng(5).choice(len(rows), 2, replace=False)]
+
+
+def paired_gain(train: dict, base: str, epochs: int, seeds: int = 32) -> tuple[float, list[dict]]:
+    """Train `epochs` epochs on `learning_test_rows`; return the paired reward gain of the EMA weights on
+    `seeds` fixed noises per prompt, and the per-epoch metrics."""
+    params = Params.model_validate({"train": train})
+    rows = learning_test_rows(params)
+    trainer = build_trainer(params, base, rows)
+    before = probe(trainer, rows, seeds)
+    metrics = [trainer.epoch(e) for e in range(epochs)]
+    return float((probe(trainer, rows, seeds) - before).mean()), metrics
+
+
 def run(train: dict, base: str, prompts: int, group: int, epochs: int, seeds: int) -> dict:
     params = Params.model_validate({"train": {"prompts_per_epoch": prompts, "group_size": group, **train}})
     spec = WorldSpec.from_config(params.world)
@@ -57,13 +87,25 @@ def run(train: dict, base: str, prompts: int, group: int, epochs: int, seeds: in
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("configs", nargs="+", help="train params overrides, as JSON")
+    ap.add_argument("configs", nargs="*", help="train params overrides, as JSON")
+    ap.add_argument("--margin", help="comma-separated training seeds: the learning test's spread")
     ap.add_argument("--base", default="assets/base")
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=16)
     args = ap.parse_args()
+    if args.margin:
+        print("| seed | paired gain | max kl | s |\n|---|---|---|---|")
+        gains = []
+        for seed in [int(x) for x in args.margin.split(",")]:
+            start = time.perf_counter()
+            gain, metrics = paired_gain({**LEARN_TEST, "seed": seed}, args.base, LEARN_TEST_EPOCHS)
+            gains.append(gain)
+            print(f"| {seed} | {gain:+.3f} | {max(m['kl'] for m in metrics):.2e} | {time.perf_counter() - start:.0f} |",
+                  flush=True)  # fmt: skip
+        print(f"\nmean {np.mean(gains):+.3f}, sd {np.std(gains, ddof=1):.3f}, min {min(gains):+.3f}")
+        return
     print("| config | before | after | gain | +- se | kl | s |\n|---|---|---|---|---|---|---|")
     for cfg in args.configs:
         r = run(json.loads(cfg), args.base, args.prompts, args.group, args.epochs, args.seeds)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from elborl.geneval_io import write_layout
 from elborl.models.generate import generate, image_seed
 from elborl.rewards.detectors import Detector
@@ -47,10 +49,22 @@ def geneval_of_model(
     Returns:
         GenEval summary {"overall", "per_tag", "n_images"}.
     """
+    metas, images = geneval_images(model, rows, images_per_prompt, seed, min_images_per_tag, **sampling)
+    return score_images(images, metas, detector, rules)
+
+
+def geneval_images(
+    model, rows: list[dict], images_per_prompt: int = 1, seed: int = 0, min_images_per_tag: int = 0, **sampling
+) -> tuple[list[dict], np.ndarray]:
+    """The images `geneval_of_model` judges: (metadata per image, uint8 images (B, H, W, 3))."""
     per_tag = images_per_prompt_by_tag(rows, images_per_prompt, min_images_per_tag)
     metas = [m for m in rows for _ in range(per_tag[m["tag"]])]
     seeds = [image_seed(seed, i, j) for i, m in enumerate(rows) for j in range(per_tag[m["tag"]])]
-    images = generate(model, [m["prompt"] for m in metas], seeds, **sampling)
+    return metas, generate(model, [m["prompt"] for m in metas], seeds, **sampling)
+
+
+def score_images(images, metas: list[dict], detector: Detector, rules: Rules = DEFAULT_RULES) -> dict:
+    """Strict GenEval summary of images with their metadata."""
     results = [
         {"tag": m["tag"], "correct": score_image(image, m, detector, rules)[0]}
         for m, image in zip(metas, images, strict=True)
