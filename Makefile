@@ -16,7 +16,7 @@ test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# The design-space benchmark (issue 6): the full numbers (about an hour on 2 cores), or CI's check.
+# The design-space benchmark (issue 6): bench/results (about an hour on 2 cores), or CI's check.
 bench: $(STAMP)
 	$(BIN)/python bench/design_space.py --out bench/results
 
