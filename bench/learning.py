@@ -104,7 +104,8 @@ def main() -> None:
             gains.append(gain)
             print(f"| {seed} | {gain:+.3f} | {max(m['kl'] for m in metrics):.2e} | {time.perf_counter() - start:.0f} |",
                   flush=True)  # fmt: skip
-        print(f"\nmean {np.mean(gains):+.3f}, sd {np.std(gains, ddof=1):.3f}, min {min(gains):+.3f}")
+        sd = np.std(gains, ddof=1) if len(gains) > 1 else float("nan")
+        print(f"\nmean {np.mean(gains):+.3f}, sd {sd:.3f}, min {min(gains):+.3f}")
         return
     print("| config | before | after | gain | +- se | kl | s |\n|---|---|---|---|---|---|---|")
     for cfg in args.configs:
