@@ -19,7 +19,6 @@ tables below, with the command), score_vs_time.png and score_vs_images.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import shlex
 import sys
 from pathlib import Path
@@ -33,10 +32,11 @@ from bench.compute_to_target import Curve, summarize_configs
 from bench.throughput import matmul_gflops
 from elborl.config import Params
 from elborl.evaluation import geneval_images, score_images
+from elborl.io import atomic_write_text
 from elborl.train import Trainer, ema_weights
 from elborl.world.prompts import make_prompt_sets
 from elborl.world.spec import WorldSpec
-from stages.train import build_trainer
+from stages.train import build_trainer, history_csv
 
 REFERENCE = "elbo/epg/dpm2"
 # name -> train overrides. Baselines as their papers run them: FlowGRPO's trajectory recipe clips the
@@ -118,22 +118,17 @@ def run(name: str, lr: float, seed: int, args, rows, test_rows, world) -> list[d
     return out
 
 
+def late_score(scores: list[float]) -> float:
+    """A run's sweep score: the mean test score over the second half of its evaluations (after the start)."""
+    return float(np.mean(scores[len(scores) // 2 :])) if scores else float("nan")
+
+
 def sweep_choice(rows: list[dict]) -> float:
-    """The swept rate whose run has the best mean test score over its second half of evaluations."""
+    """The swept rate whose run has the best `late_score` (rows: the runs' evaluations after the start)."""
     by_lr: dict[float, list[float]] = {}
     for r in rows:
         by_lr.setdefault(r["lr"], []).append(r["score"])
-    return max(by_lr, key=lambda lr: np.mean(by_lr[lr][len(by_lr[lr]) // 2 :]))
-
-
-def write_csv(path: Path, rows: list[dict]) -> None:
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    tmp.replace(path)
+    return max(by_lr, key=lambda lr: late_score(by_lr[lr]))
 
 
 def plot(rows: list[dict], out: Path) -> None:
@@ -146,11 +141,10 @@ def plot(rows: list[dict], out: Path) -> None:
     for x, fname in (("wall_s", "score_vs_time.png"), ("images", "score_vs_images.png")):
         fig, ax = plt.subplots(figsize=(7, 4.5))
         for name in dict.fromkeys(r["config"] for r in rows):
-            for seed_rows in _by_seed(r for r in rows if r["config"] == name):
-                ax.plot([r[x] for r in seed_rows], [r["score"] for r in seed_rows], alpha=0.25,
-                        color=f"C{list(CONFIGS).index(name)}")  # fmt: skip
-            curve = _median_curve([s for s in _by_seed(r for r in rows if r["config"] == name)], x)
-            ax.plot(*curve, label=name, color=f"C{list(CONFIGS).index(name)}", lw=2)
+            color, runs = f"C{list(CONFIGS).index(name)}", _by_seed(r for r in rows if r["config"] == name)
+            for seed_rows in runs:
+                ax.plot([r[x] for r in seed_rows], [r["score"] for r in seed_rows], alpha=0.25, color=color)
+            ax.plot(*_median_curve(runs, x), label=name, color=color, lw=2)
         ax.set_xlabel("training wall time (s)" if x == "wall_s" else "generated training images")
         ax.set_ylabel("strict test GenEval (EMA)")
         ax.legend(fontsize=7)
@@ -215,8 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         all_rows += runs[chosen[name]]  # the sweep's seed-0 run of the chosen rate counts as seed 0
         for seed in range(1, args.seeds):
             all_rows += run(name, chosen[name], seed, args, rows, test_rows, world)
-        write_csv(out / "runs.csv", all_rows)
-        write_csv(out / "lr_sweep.csv", sweep_rows)
+        atomic_write_text(out / "runs.csv", history_csv(all_rows))
+        atomic_write_text(out / "lr_sweep.csv", history_csv(sweep_rows))
 
     curves = [Curve(r[0]["config"], r[0]["seed"], [(x["wall_s"], x["images"], x["score"]) for x in r])
               for name in names for r in _by_seed(x for x in all_rows if x["config"] == name)]  # fmt: skip
@@ -238,10 +232,9 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         for lr in LRS[name][:1] if args.no_sweep else LRS[name]:
             scores = [r["score"] for r in sweep_rows if r["config"] == name and r["lr"] == lr][1:]
-            late = np.mean(scores[len(scores) // 2 :]) if scores else np.nan
-            md.append(f"| {name} | {lr:g} | {late:.3f} | {'yes' if lr == chosen[name] else ''} |")
+            md.append(f"| {name} | {lr:g} | {late_score(scores):.3f} | {'yes' if lr == chosen[name] else ''} |")
     text = "\n".join(md) + "\n"
-    (out / "summary.md").write_text(text)
+    atomic_write_text(out / "summary.md", text)
     plot(all_rows, out)
     print(text)
 
