@@ -12,8 +12,10 @@ import yaml
 from elborl.cli import main
 from elborl.config import Params
 from elborl.world.spec import WorldSpec
+from tests.helpers.servers import free_port, server_process
 
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 OFFICIAL_METADATA = ROOT / "assets" / "geneval" / "evaluation_metadata.jsonl"
 
 
@@ -40,17 +42,30 @@ def cli(capsys, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def prefect_api(tmp_path_factory):
+    """One real Prefect server (`prefect server start`) on loopback for the whole session: its API URL,
+    also set as PREFECT_API_URL for every process started after this fixture. Without it each CLI
+    process of a stage starts its own temporary server (~10 s per process on 2 cores)."""
+    root = tmp_path_factory.mktemp("prefect")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(root / "home"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    with (
+        server_process([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+                       f"{api}/health", root / "server.log", env),
+        pytest.MonkeyPatch.context() as mp,
+    ):  # fmt: skip
+        mp.setenv("PREFECT_API_URL", api)
+        yield api
+
+
+@pytest.fixture(scope="session")
 def s3_server():
     """moto's S3 server on 127.0.0.1 with a bucket `elborl`: (endpoint, environment with credentials)."""
-    import os
-    import socket
-
     import boto3
     from moto.server import ThreadedMotoServer
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -61,9 +76,6 @@ def s3_server():
     server.stop()
 
 
-BIN = Path(sys.executable).parent
-
-
 def sh(*args: str, cwd: Path) -> str:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
@@ -72,7 +84,7 @@ def sh(*args: str, cwd: Path) -> str:
 
 
 @pytest.fixture
-def clone(tmp_path):
+def clone(tmp_path, prefect_api):
     """The repository's files (committed or not, minus ignored ones) in a fresh git repository."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
                            text=True, check=True).stdout.split()  # fmt: skip

@@ -1,24 +1,17 @@
 """Storage against a real S3-compatible server on loopback (moto's), and local paths."""
 
-import socket
-
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
 from elborl.errors import UserError
 from elborl.storage import StorageOptions, download_dir, exists, read_bytes, upload_dir, write_bytes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers.servers import free_port
 
 
 @pytest.fixture(scope="module")
 def s3():
-    port = _free_port()
+    port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
@@ -55,7 +48,7 @@ def test_local_paths_are_atomic_files(tmp_path):
 
 
 def test_unreachable_endpoint_is_a_clear_error():
-    dead = StorageOptions(endpoint_url=f"http://127.0.0.1:{_free_port()}", key="k", secret="s", connect_timeout=1,
+    dead = StorageOptions(endpoint_url=f"http://127.0.0.1:{free_port()}", key="k", secret="s", connect_timeout=1,
                           retries=1)  # fmt: skip
     with pytest.raises(UserError, match=r"s3://elborl/x: cannot reach the storage at http://127.0.0.1:\d+"):
         write_bytes("s3://elborl/x", b"1", dead)

@@ -1,11 +1,6 @@
 """MLflow against a real SQLite-backed store: runs, metrics, registry versions and the champion alias."""
 
-import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -13,31 +8,20 @@ import pytest
 
 from elborl.errors import UserError
 from elborl.tracking import client, compare, log_metrics, register, start_run
+from tests.helpers.servers import free_port, server_process
 
 
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """`mlflow server` on loopback, backed by SQLite: its URL."""
     root = tmp_path_factory.mktemp("mlflow_server")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    bin_dir = Path(sys.executable).parent
-    proc = subprocess.Popen([str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/db.sqlite",
-                             "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port",
-                             str(port), "--workers", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)  # fmt: skip
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"{url}/health", timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    yield url
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/db.sqlite",
+           "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+           "--workers", "1"]  # fmt: skip
+    with server_process(cmd, f"{url}/health", root / "server.log"):
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "server"])

@@ -92,33 +92,35 @@ def _history(path: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if not k.endswith("_s")} for row in csv.DictReader(f)]
 
 
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+def _env() -> dict:
+    """The train CLI's environment (read after `prefect_api` has set PREFECT_API_URL)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory) -> tuple[Path, dict]:
+def straight(tmp_path_factory, prefect_api) -> tuple[Path, dict]:
     """An uninterrupted 4-epoch run of the train CLI: the reference for the resume tests."""
     root = tmp_path_factory.mktemp("straight")
     project = _project(root / "project", root / "ckpt")
-    subprocess.run(_train_cmd(project), check=True, env=ENV, cwd=ROOT, capture_output=True)
+    subprocess.run(_train_cmd(project), check=True, env=_env(), cwd=ROOT, capture_output=True)
     return project, json.loads((project / "out" / "run.json").read_text())
 
 
 def test_train_flow_killed_mid_run_resumes_to_the_same_final_checkpoint(tmp_path, straight):
     straight, expected = straight
     killed = _project(tmp_path / "killed", tmp_path / "ckpt_b")
-    proc = subprocess.Popen(_train_cmd(killed), env=ENV, cwd=ROOT, start_new_session=True,
+    proc = subprocess.Popen(_train_cmd(killed), env=_env(), cwd=ROOT, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     second = tmp_path / "ckpt_b" / expected["run_key"] / "epoch_0002" / "state.json"
     deadline = time.time() + 300
     while not second.exists() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)  # the CLI, its Prefect server, everything
+    os.killpg(proc.pid, signal.SIGKILL)  # the CLI and everything it started
     proc.wait()
     assert not (killed / "out" / "run.json").exists()
 
-    done = subprocess.run(_train_cmd(killed), check=True, env=ENV, cwd=ROOT, capture_output=True, text=True)
+    done = subprocess.run(_train_cmd(killed), check=True, env=_env(), cwd=ROOT, capture_output=True, text=True)
     log = done.stdout + done.stderr
     assert "Task run 'epoch-0' - Finished in state Cached" in log  # finished epochs replayed from the cache
     assert "Task run 'epoch-3' - Finished in state Completed" in log
@@ -137,6 +139,7 @@ def test_train_on_s3_resumes_from_s3_on_a_fresh_machine(tmp_path, straight, s3_s
     project folder (nothing local) that replays epochs 1-2 from S3 and ends on the straight run's weights."""
     _, expected = straight
     endpoint, env = s3_server
+    env = {**env, "PREFECT_API_URL": os.environ["PREFECT_API_URL"]}  # set by `straight`'s `prefect_api`
     first = _project(tmp_path / "first", "s3://elborl/ckpt", endpoint, epochs=2)
     subprocess.run(_train_cmd(first), check=True, env=env, cwd=ROOT, capture_output=True)
     fresh = _project(tmp_path / "fresh", "s3://elborl/ckpt", endpoint)
@@ -150,7 +153,7 @@ def test_train_on_s3_resumes_from_s3_on_a_fresh_machine(tmp_path, straight, s3_s
 
 def test_unreachable_s3_fails_before_any_work(tmp_path):
     project = _project(tmp_path / "p", "s3://elborl/ckpt", "http://127.0.0.1:9")
-    done = subprocess.run(_train_cmd(project), env={**ENV, "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
+    done = subprocess.run(_train_cmd(project), env={**_env(), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
                           cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 2
     assert "error: s3://elborl/ckpt" in done.stderr and "cannot reach the storage at http://127.0.0.1:9" in done.stderr
