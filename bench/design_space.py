@@ -118,6 +118,13 @@ def run(name: str, lr: float, seed: int, args, rows, test_rows, world) -> list[d
     return out
 
 
+def rates(name: str, args) -> list[float]:
+    """The learning rates a configuration runs: `--set lr=...` if given, else its first (`--no-sweep`) or all."""
+    if "lr" in args.train:
+        return [float(args.train["lr"])]
+    return LRS[name][:1] if args.no_sweep else LRS[name]
+
+
 def late_score(scores: list[float]) -> float:
     """A run's sweep score: the mean test score over the second half of its evaluations (after the start)."""
     return float(np.mean(scores[len(scores) // 2 :])) if scores else float("nan")
@@ -167,6 +174,19 @@ def _median_curve(runs: list[list[dict]], x: str) -> tuple[list[float], list[flo
             [float(np.median([r[i]["score"] for r in runs])) for i in range(n)])  # fmt: skip
 
 
+def parse_sets(items: list[str], ap: argparse.ArgumentParser) -> dict:
+    """`--set key=value` items as a dict of `train` overrides, each value parsed as YAML."""
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--set {item!r}: expected KEY=VALUE (a key of the train section)")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="assets/base")
@@ -178,13 +198,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--eval-every", type=int, default=2, help="epochs between test evaluations")
     ap.add_argument("--target", type=float, default=0.28, help="strict test GenEval to reach")
     ap.add_argument("--no-sweep", action="store_true", help="use each configuration's first rate")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a train param in every run (YAML value), e.g. --set group_size=32")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="CI: 1 seed, 1 epoch, tiny batches, 12 test prompts")
     args = ap.parse_args(argv)
     command = "python bench/design_space.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-    args.train = {}
+    args.train = parse_sets(args.set, ap)
     if args.quick:
         args.seeds, args.budget, args.max_epochs, args.eval_every, args.no_sweep = 1, float("inf"), 1, 1, True
-        args.train = {"prompts_per_epoch": 2, "group_size": 2, "steps": 3, "eval_min_images_per_tag": 0}
+        args.train = {"prompts_per_epoch": 2, "group_size": 2, "steps": 3, "eval_min_images_per_tag": 0, **args.train}
     names = args.configs.split(",")
     unknown = [n for n in names if n not in CONFIGS]
     if unknown:
@@ -202,7 +224,7 @@ def main(argv: list[str] | None = None) -> None:
 
     sweep_rows, all_rows, chosen = [], [], {}
     for name in names:
-        lrs = LRS[name][:1] if args.no_sweep else LRS[name]
+        lrs = rates(name, args)
         runs = {lr: run(name, lr, 0, args, rows, test_rows, world) for lr in lrs}
         sweep_rows += [r for rs in runs.values() for r in rs]
         chosen[name] = lrs[0] if len(lrs) == 1 else sweep_choice([r for rs in runs.values() for r in rs[1:]])
@@ -230,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     md += ["", "Learning-rate sweep (seed 0; mean test GenEval over the second half of the run's evaluations):", "",
            "| configuration | lr | score | chosen |", "|---|---|---|---|"]  # fmt: skip
     for name in names:
-        for lr in LRS[name][:1] if args.no_sweep else LRS[name]:
+        for lr in rates(name, args):
             scores = [r["score"] for r in sweep_rows if r["config"] == name and r["lr"] == lr][1:]
             md.append(f"| {name} | {lr:g} | {late_score(scores):.3f} | {'yes' if lr == chosen[name] else ''} |")
     text = "\n".join(md) + "\n"

@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import math
 
+import pytest
+
 from bench.compute_to_target import Curve, first_reach, summarize_configs
 from bench.design_space import CONFIGS, main
 
@@ -46,3 +48,12 @@ def test_quick_mode_runs_every_configuration(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert all(f"| {name} |" in summary for name in CONFIGS)
     assert (tmp_path / "score_vs_time.png").stat().st_size > 0 and (tmp_path / "score_vs_images.png").exists()
+
+
+def test_set_overrides_train_params_in_every_run(tmp_path):
+    main(["--quick", "--configs", "elbo/epg/dpm2", "--set", "group_size=3", "--set", "lr=3e-5", "--out", str(tmp_path)])
+    with (tmp_path / "runs.csv").open() as f:
+        last = list(csv.DictReader(f))[-1]
+    assert int(last["images"]) == 2 * 3 and float(last["lr"]) == 3e-5  # 2 prompts x the new group size
+    with pytest.raises(SystemExit):
+        main(["--quick", "--set", "group_size", "--out", str(tmp_path)])
