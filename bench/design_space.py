@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--target", type=float, default=0.28, help="strict test GenEval to reach")
     ap.add_argument("--no-sweep", action="store_true", help="use each configuration's first rate")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a train param in every run (YAML value), e.g. --set group_size=32")  # fmt: skip
+                    help="a train param for every run (YAML value; a configuration's own keys win)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="CI: 1 seed, 1 epoch, tiny batches, 12 test prompts")
     args = ap.parse_args(argv)
     command = "python bench/design_space.py " + shlex.join(argv if argv is not None else sys.argv[1:])
