@@ -76,9 +76,13 @@ def s3_server():
     server.stop()
 
 
+def project_env() -> dict:
+    """The environment of a project command: the venv's bin first on PATH (dvc.yaml calls `elborl`)."""
+    return dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
+
+
 def sh(*args: str, cwd: Path) -> str:
-    env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", DVC_NO_ANALYTICS="1")
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(args, cwd=cwd, env=project_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, f"{args}: {done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
 

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import yaml
 
+from tests.conftest import BIN, project_env
 from tests.helpers.servers import wait_for
-
-BIN = Path(sys.executable).parent
 
 
 def test_served_deployment_runs_the_pipeline(clone, tmp_path, prefect_api):
     params = yaml.safe_load((clone / "params.yaml").read_text())
     params["schedule"].update(name="nightly", cron="30 2 * * *", project_dir=str(clone), targets=["prompts"])
     (clone / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
+    env = project_env()
     log = tmp_path / "serve.log"
     with log.open("w") as out:
         served = subprocess.Popen([str(BIN / "elborl"), "serve", "--params", str(clone / "params.yaml")], cwd=clone,
