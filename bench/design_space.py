@@ -31,12 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/de
 from bench.compute_to_target import Curve, summarize_configs
 from bench.throughput import matmul_gflops
 from elborl.config import Params
-from elborl.evaluation import geneval_images, score_images
+from elborl.evaluation import score_images
 from elborl.io import atomic_write_text
-from elborl.train import Trainer, ema_weights
+from elborl.train import Trainer
 from elborl.world.prompts import make_prompt_sets
 from elborl.world.spec import WorldSpec
-from stages.train import build_trainer, history_csv
+from stages.train import build_trainer, history_csv, sample_test_images
 
 REFERENCE = "elbo/epg/dpm2"
 # name -> train overrides. Baselines as their papers run them: FlowGRPO's trajectory recipe clips the
@@ -76,12 +76,8 @@ def off_target(images: np.ndarray, background: tuple[int, int, int]) -> dict:
 
 
 def evaluate(trainer: Trainer, test_rows: list[dict], background) -> dict:
-    """Strict test GenEval of the EMA weights (dpm2, CFG off) and the off-target checks."""
-    cfg = trainer.cfg
-    with torch.inference_mode(), ema_weights(trainer.policy, trainer.ema):
-        metas, images = geneval_images(trainer.policy, test_rows, cfg.eval_images_per_prompt, 0,
-                                       cfg.eval_min_images_per_tag, sampler="dpm2", steps=cfg.steps,
-                                       progress=False)  # fmt: skip
+    """Strict test GenEval of the EMA weights (the train stage's test images) and the off-target checks."""
+    metas, images = sample_test_images(trainer, test_rows)
     score = score_images(images, metas, trainer.detector, trainer.rules)
     return {"score": score["overall"], **{f"tag.{k}": v for k, v in score["per_tag"].items()},
             **off_target(images, background)}  # fmt: skip

@@ -17,10 +17,11 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from elborl.config import Params
-from elborl.evaluation import geneval_of_model
+from elborl.evaluation import geneval_images, score_images
 from elborl.io import atomic_dir, atomic_write_text
 from elborl.models.tiny import TinyT2I, tiny_policy
 from elborl.models.weights import LoraSpec
@@ -67,14 +68,19 @@ def build_trainer(params: Params, base: str | Path, train_rows: list[dict], devi
     return Trainer(policy, train_rows, detector, params.train, rules)
 
 
-def geneval_on_test(trainer: Trainer, test_rows: list[dict]) -> dict:
-    """Strict test GenEval of the EMA weights (ODE sampler, CFG off)."""
+def sample_test_images(trainer: Trainer, test_rows: list[dict]) -> tuple[list[dict], np.ndarray]:
+    """The EMA weights' images of the test prompts (ODE sampler, CFG off, noise seed 0): (metas, uint8 images)."""
     cfg = trainer.cfg
     sampler = "dpm2" if cfg.sampler == "flow_sde" else cfg.sampler  # the SDE's noise is a training device
     with torch.inference_mode(), ema_weights(trainer.policy, trainer.ema):
-        return geneval_of_model(trainer.policy, test_rows, trainer.detector, cfg.eval_images_per_prompt, seed=0,
-                                rules=trainer.rules, min_images_per_tag=cfg.eval_min_images_per_tag,
-                                sampler=sampler, steps=cfg.steps, progress=False)  # fmt: skip
+        return geneval_images(trainer.policy, test_rows, cfg.eval_images_per_prompt, 0, cfg.eval_min_images_per_tag,
+                              sampler=sampler, steps=cfg.steps, progress=False)  # fmt: skip
+
+
+def geneval_on_test(trainer: Trainer, test_rows: list[dict]) -> dict:
+    """Strict test GenEval of the EMA weights (`sample_test_images`, scored)."""
+    metas, images = sample_test_images(trainer, test_rows)
+    return score_images(images, metas, trainer.detector, trainer.rules)
 
 
 def export_model(trainer: Trainer) -> TinyT2I:
