@@ -19,8 +19,12 @@ tables below, with the command), score_vs_time.png and score_vs_images.png.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import shlex
 import sys
+import time
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -91,7 +95,7 @@ def run(name: str, lr: float, seed: int, args, rows, test_rows, world) -> list[d
     from the same weights and evaluates on the same noises)."""
     train = {**args.train, **CONFIGS[name], "lr": lr, "seed": seed}
     params = Params.model_validate({"train": train, "world": world})
-    trainer = build_trainer(params, args.base, rows)
+    trainer = build_trainer(params, args.base, rows, args.device)
     background = tuple(params.world.background)
     common = {"config": name, "lr": lr, "seed": seed}
     if not _BASE_EVAL:
@@ -99,12 +103,13 @@ def run(name: str, lr: float, seed: int, args, rows, test_rows, world) -> list[d
     out = [{**common, "epoch": 0, "wall_s": 0.0, "images": 0, "reward": np.nan, **_BASE_EVAL}]
     wall = rollout_s = update_s = 0.0
     epoch = images = 0
-    while wall < args.budget and epoch < args.max_epochs:
+    while wall < args.budget and epoch < args.max_epochs and time.time() < args.stop_at:
         m = trainer.epoch(epoch)
         epoch += 1
         wall += m["rollout_s"] + m["update_s"]
         rollout_s, update_s, images = rollout_s + m["rollout_s"], update_s + m["update_s"], images + m["images"]
-        if epoch % args.eval_every == 0 or wall >= args.budget or epoch == args.max_epochs:
+        last = wall >= args.budget or epoch == args.max_epochs or time.time() >= args.stop_at
+        if epoch % args.eval_every == 0 or last:
             row = {**common, "epoch": epoch, "wall_s": wall, "images": images, "reward": m["reward_mean"],
                    "rollout_img_s": images / rollout_s, "update_samples_s": images / update_s,
                    **evaluate(trainer, test_rows, background)}  # fmt: skip
@@ -126,12 +131,89 @@ def late_score(scores: list[float]) -> float:
     return float(np.mean(scores[len(scores) // 2 :])) if scores else float("nan")
 
 
-def sweep_choice(rows: list[dict]) -> float:
-    """The swept rate whose run has the best `late_score` (rows: the runs' evaluations after the start)."""
-    by_lr: dict[float, list[float]] = {}
+def rate_scores(rows: list[dict]) -> dict[float, float]:
+    """Each swept rate's score: `late_score` of each of its runs (rows: evaluations after the start),
+    averaged over the seeds it ran."""
+    runs: dict[tuple[float, int], list[float]] = {}
     for r in rows:
-        by_lr.setdefault(r["lr"], []).append(r["score"])
-    return max(by_lr, key=lambda lr: late_score(by_lr[lr]))
+        runs.setdefault((r["lr"], r["seed"]), []).append(r["score"])
+    by_lr: dict[float, list[float]] = {}
+    for (lr, _), scores in runs.items():
+        by_lr.setdefault(lr, []).append(late_score(scores))
+    return {lr: float(np.mean(v)) for lr, v in by_lr.items()}
+
+
+def sweep_choice(rows: list[dict]) -> float:
+    """The swept rate with the best `rate_scores`."""
+    scores = rate_scores(rows)
+    return max(scores, key=scores.get)
+
+
+class InlinePool(Executor):
+    """`--jobs 1`: each submitted run runs at once, in this process."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+def _init_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
+
+
+def make_pool(jobs: int) -> Executor:
+    """`jobs` worker processes (spawned: CUDA cannot fork), the machine's cores split among them."""
+    if jobs <= 1:
+        return InlinePool()
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,))
+
+
+def run_all(names: list[str], args, pool: Executor, data: tuple, save) -> tuple[list, list, dict]:
+    """Every run of the benchmark on `pool`. A configuration's sweep runs seed 0 at each rate, then its
+    other seeds at the chosen rate; with `args.eager`, every rate runs every seed at once (one wave on a
+    big machine; the choice then averages over seeds). A configuration with one rate starts all at once.
+
+    Args:
+        data: (train rows, test rows, world section) passed to `run`.
+        save: Called with (sweep rows, rows so far) after every finished run.
+
+    Returns:
+        (sweep rows: every run of a swept configuration, plus seed 0 of the others; rows of the chosen
+        runs in configuration and seed order; chosen rate per configuration)
+    """
+    futures: dict[tuple[str, float, int], Future] = {}
+    chosen: dict[str, float] = {}
+
+    def start(name: str, lr: float, seeds) -> None:
+        futures.update({(name, lr, s): pool.submit(run, name, lr, s, args, *data) for s in seeds})
+
+    for name in names:
+        lrs = rates(name, args)
+        for lr in lrs:
+            start(name, lr, range(args.seeds) if args.eager or len(lrs) == 1 else [0])
+        if len(lrs) == 1:
+            chosen[name] = lrs[0]
+    for name in names:
+        if name not in chosen:
+            swept = [r for k, f in futures.items() if k[0] == name for r in f.result()[1:]]
+            chosen[name] = sweep_choice(swept)
+            start(name, chosen[name], [s for s in range(args.seeds) if (name, chosen[name], s) not in futures])
+    for _ in as_completed(list(futures.values())):
+        save(*_collect(futures, chosen))
+    return (*_collect(futures, chosen), chosen)
+
+
+def _collect(futures: dict, chosen: dict[str, float]) -> tuple[list[dict], list[dict]]:
+    """The finished runs' rows: (sweep rows, chosen rows in configuration then seed order)."""
+    done = {k: f.result() for k, f in futures.items() if f.done()}
+    names = list(dict.fromkeys(k[0] for k in futures))
+    multi = {n for n in names if len({k[1] for k in futures if k[0] == n}) > 1}
+    sweep = [r for k, rs in done.items() if k[0] in multi or k[2] == 0 for r in rs]
+    order = sorted((k for k in done if chosen.get(k[0]) == k[1]), key=lambda k: (names.index(k[0]), k[2]))
+    return sweep, [r for k in order for r in done[k]]
 
 
 def plot(rows: list[dict], out: Path) -> None:
@@ -196,10 +278,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-sweep", action="store_true", help="use each configuration's first rate")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a train param for every run (YAML value; a configuration's own keys win)")  # fmt: skip
+    ap.add_argument("--device", default="cpu", help="torch device of every run (cuda on a GPU machine)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (threads split)")
+    ap.add_argument("--eager", action="store_true", help="run every swept rate on every seed at once (one wave)")
+    ap.add_argument("--deadline", type=float, default=float("inf"),
+                    help="seconds from the start after which no run begins another epoch (a hard stop)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="CI: 1 seed, 1 epoch, tiny batches, 12 test prompts")
     args = ap.parse_args(argv)
     command = "python bench/design_space.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     args.train = parse_sets(args.set, ap)
+    args.stop_at = time.time() + args.deadline
     if args.quick:
         args.seeds, args.budget, args.max_epochs, args.eval_every, args.no_sweep = 1, float("inf"), 1, 1, True
         args.train = {"prompts_per_epoch": 2, "group_size": 2, "steps": 3, "eval_min_images_per_tag": 0, **args.train}
@@ -218,17 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32 matmul "
           f"{matmul_gflops():.1f} GFLOP/s; {len(rows)} train / {len(test_rows)} test prompts", flush=True)  # fmt: skip
 
-    sweep_rows, all_rows, chosen = [], [], {}
-    for name in names:
-        lrs = rates(name, args)
-        runs = {lr: run(name, lr, 0, args, rows, test_rows, world) for lr in lrs}
-        sweep_rows += [r for rs in runs.values() for r in rs]
-        chosen[name] = lrs[0] if len(lrs) == 1 else sweep_choice([r for rs in runs.values() for r in rs[1:]])
-        all_rows += runs[chosen[name]]  # the sweep's seed-0 run of the chosen rate counts as seed 0
-        for seed in range(1, args.seeds):
-            all_rows += run(name, chosen[name], seed, args, rows, test_rows, world)
+    def save(sweep_rows: list[dict], all_rows: list[dict]) -> None:  # after every finished run
         atomic_write_text(out / "runs.csv", history_csv(all_rows))
         atomic_write_text(out / "lr_sweep.csv", history_csv(sweep_rows))
+
+    with make_pool(args.jobs) as pool:
+        sweep_rows, all_rows, chosen = run_all(names, args, pool, (rows, test_rows, world), save)
 
     curves = [Curve(r[0]["config"], r[0]["seed"], [(x["wall_s"], x["images"], x["score"]) for x in r])
               for name in names for r in _by_seed(x for x in all_rows if x["config"] == name)]  # fmt: skip
@@ -236,7 +319,8 @@ def main(argv: list[str] | None = None) -> None:
     speed = {name: [float(np.median([r[k] for r in all_rows if r["config"] == name and k in r]))
                     for k in ("rollout_img_s", "update_samples_s")] for name in names}  # fmt: skip
     md = [f"Command: `{command}`", "", f"Target: strict test GenEval >= {args.target}; "
-          f"{args.seeds} seeds; budget {args.budget:.0f} s of training per run.", "",
+          f"{args.seeds} seeds; budget {args.budget:.0f} s of training per run; device {args.device}, "
+          f"{args.jobs} run(s) at a time.", "",
           "| configuration | lr | reached | median s to target | x ref | median images to target | x ref | "
           "median best | median final | rollout img/s | update samples/s |",
           "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -245,12 +329,16 @@ def main(argv: list[str] | None = None) -> None:
         md.append(f"| {name} | {chosen[name]:g} | {row['reached']}/{row['runs']} | {row['time']} | {row['time_ratio']} "
                   f"| {row['images']} | {row['images_ratio']} | {row['best']:.3f} | {row['final']:.3f} "
                   f"| {speed[name][0]:.1f} | {speed[name][1]:.1f} |")  # fmt: skip
-    md += ["", "Learning-rate sweep (seed 0; mean test GenEval over the second half of the run's evaluations):", "",
-           "| configuration | lr | score | chosen |", "|---|---|---|---|"]  # fmt: skip
+    md += ["", "Learning-rate sweep (mean test GenEval over the second half of a run's evaluations, averaged "
+           "over the seeds the rate ran):", "",
+           "| configuration | lr | seeds | score | chosen |", "|---|---|---|---|---|"]  # fmt: skip
     for name in names:
+        swept = [r for r in sweep_rows if r["config"] == name and r["epoch"] > 0]
+        scores = rate_scores(swept)
         for lr in rates(name, args):
-            scores = [r["score"] for r in sweep_rows if r["config"] == name and r["lr"] == lr][1:]
-            md.append(f"| {name} | {lr:g} | {late_score(scores):.3f} | {'yes' if lr == chosen[name] else ''} |")
+            n = len({r["seed"] for r in swept if r["lr"] == lr})
+            md.append(f"| {name} | {lr:g} | {n} | {scores.get(lr, float('nan')):.3f} | "
+                      f"{'yes' if lr == chosen[name] else ''} |")  # fmt: skip
     text = "\n".join(md) + "\n"
     atomic_write_text(out / "summary.md", text)
     plot(all_rows, out)

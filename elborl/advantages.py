@@ -7,8 +7,9 @@ import torch
 
 def group_means(rewards: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """Each sample's group mean reward, (B,). `groups` (B,) holds integer group ids."""
-    _, inverse = torch.unique(groups, return_inverse=True)
-    sums = torch.zeros(int(inverse.max()) + 1, dtype=rewards.dtype).index_add_(0, inverse, rewards)
+    _, inverse = torch.unique(groups.to(rewards.device), return_inverse=True)  # ids follow the rewards' device
+    sums = torch.zeros(int(inverse.max()) + 1, dtype=rewards.dtype, device=rewards.device)
+    sums.index_add_(0, inverse, rewards)
     counts = torch.bincount(inverse).to(rewards.dtype)
     return (sums / counts)[inverse]
 

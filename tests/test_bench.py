@@ -9,7 +9,7 @@ import math
 import pytest
 
 from bench.compute_to_target import Curve, first_reach, summarize_configs
-from bench.design_space import CONFIGS, main
+from bench.design_space import CONFIGS, main, rate_scores
 
 
 def test_first_reach_takes_the_first_evaluation_at_or_above_the_target():
@@ -36,7 +36,7 @@ def test_medians_and_ratios_to_the_reference():
 
 
 def test_quick_mode_runs_every_configuration(tmp_path):
-    main(["--quick", "--out", str(tmp_path)])
+    main(["--quick", "--jobs", "2", "--out", str(tmp_path)])  # two spawned worker processes
     with (tmp_path / "runs.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["config"] for r in rows} == set(CONFIGS)
@@ -57,3 +57,35 @@ def test_set_overrides_train_params_in_every_run(tmp_path):
     assert int(last["images"]) == 2 * 3 and float(last["lr"]) == 3e-5  # 2 prompts x the new group size
     with pytest.raises(SystemExit):
         main(["--quick", "--set", "group_size", "--out", str(tmp_path)])
+
+
+def _fake_run(name, lr, seed, args, *data):
+    """A run whose late score is its rate (so the larger rate wins a sweep), seed in the last digit."""
+    return [{"config": name, "lr": lr, "seed": seed, "epoch": e, "score": lr * e + seed / 1000} for e in (0, 1, 2)]
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_run_all_sweeps_then_runs_every_seed_of_the_chosen_rate(monkeypatch, eager):
+    import argparse
+
+    import bench.design_space as ds
+
+    monkeypatch.setattr(ds, "run", _fake_run)
+    args = argparse.Namespace(seeds=3, eager=eager, no_sweep=False, train={})
+    saved = []
+    names = ["nft/dpm2", "elbo/epg/dpm2"]
+    sweep, rows, chosen = ds.run_all(names, args, ds.InlinePool(), (), lambda *a: saved.append(a))
+    assert chosen == {"nft/dpm2": 1e-4, "elbo/epg/dpm2": 2e-5}
+    # chosen runs: configuration order, then seed; every seed once
+    assert [(r["config"], r["seed"]) for r in rows if r["epoch"] == 0] == [(n, s) for n in names for s in range(3)]
+    assert all(r["lr"] == chosen[r["config"]] for r in rows)
+    # the sweep: both rates of nft (every seed when eager, seed 0 otherwise), seed 0 of the single-rate one
+    nft = {(r["lr"], r["seed"]) for r in sweep if r["config"] == "nft/dpm2"}
+    assert nft == {(lr, s) for lr in (2e-5, 1e-4) for s in ((0, 1, 2) if eager else (0,))} | {(1e-4, 1), (1e-4, 2)}
+    assert {r["seed"] for r in sweep if r["config"] == "elbo/epg/dpm2"} == {0}
+    assert saved and saved[-1] == (sweep, rows)
+
+
+def test_rate_scores_average_each_seeds_late_score():
+    rows = [{"lr": 1.0, "seed": s, "score": v} for s, vs in ((0, [0.0, 0.2, 0.4]), (1, [0.0, 0.0, 0.6])) for v in vs]
+    assert rate_scores(rows) == pytest.approx({1.0: 0.3})
