@@ -26,7 +26,7 @@ python3 bench/design_space.py --device cuda --configs elbo/epg/dpm2,trajectory/g
   --no-sweep --budget inf --max-epochs 3 --eval-every 3 --out /tmp/speed 2>&1 | tee "$OUT/speed.log"
 
 # Runs stop starting epochs at the deadline; then a last evaluation each, the summary and the plots.
-deadline=$((END - SECONDS - 70))
+deadline=$((END - SECONDS - 90))
 echo "full run: deadline ${deadline}s"
 timeout $((END - SECONDS)) python3 bench/design_space.py --device cuda --jobs 33 --eager --seeds 3 --budget inf \
   --deadline "$deadline" --eval-every 4 --target 0.3 --out "$OUT/full" 2>&1 | tee "$OUT/full.log"
