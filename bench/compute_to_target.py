@@ -36,9 +36,16 @@ def _fmt(x: float, digits: int = 0) -> str:
     return "not reached" if math.isinf(x) else f"{x:.{digits}f}"
 
 
+def late_score(scores: list[float]) -> float:
+    """The mean score over the second half of a run's evaluations (after the start): where it settled,
+    less noisy than any one evaluation."""
+    return float(np.mean(scores[len(scores) // 2 :])) if scores else float("nan")
+
+
 def summarize_configs(curves: list[Curve], target: float, reference: str) -> list[dict]:
     """Per configuration: runs, runs that reached, median time and images to target and their ratios to
-    the reference's medians, and the median best and final scores.
+    the reference's medians, the median best and final scores, and the mean and sd over runs of
+    `late_score` (evaluations after the start).
 
     Args:
         curves: Every run's curve.
@@ -63,6 +70,8 @@ def summarize_configs(curves: list[Curve], target: float, reference: str) -> lis
             "time_ratio": _ratio(time, ref_time), "images_ratio": _ratio(images, ref_images),
             "best": float(np.median([max(p[2] for p in c.points) for c in cs])),
             "final": float(np.median([c.points[-1][2] for c in cs])),
+            "late": float(np.mean(late := [late_score([p[2] for p in c.points[1:]]) for c in cs])),
+            "late_sd": float(np.std(late, ddof=1)) if len(late) > 1 else float("nan"),
         })  # fmt: skip
     return rows
 

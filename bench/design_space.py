@@ -14,6 +14,12 @@ tables below, with the command), score_vs_time.png and score_vs_images.png.
 
     python bench/design_space.py                 # full: the numbers in bench/results/README.md
     python bench/design_space.py --quick --out build/bench-quick   # CI: checks the machinery only
+    python bench/design_space.py --device cuda --jobs 33 --eager --deadline 400   # one GPU: all runs at once
+    python bench/design_space.py --from-runs bench/results/gpu --target 0.27 --out /tmp/t   # re-summarize
+
+`--jobs N` runs N runs at a time in spawned processes (the cores split between them); `--eager` starts
+every swept rate on every seed at once (one wave), so that with `--deadline` every run gets the same
+wall clock on a shared machine.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/design_space.py` from anywhere
 
-from bench.compute_to_target import Curve, summarize_configs
+from bench.compute_to_target import Curve, late_score, summarize_configs
 from bench.throughput import matmul_gflops
 from elborl.config import Params
 from elborl.evaluation import score_images
@@ -124,11 +130,6 @@ def rates(name: str, args) -> list[float]:
     if "lr" in args.train:
         return [float(args.train["lr"])]
     return LRS[name][:1] if args.no_sweep else LRS[name]
-
-
-def late_score(scores: list[float]) -> float:
-    """A run's sweep score: the mean test score over the second half of its evaluations (after the start)."""
-    return float(np.mean(scores[len(scores) // 2 :])) if scores else float("nan")
 
 
 def rate_scores(rows: list[dict]) -> dict[float, float]:
@@ -252,6 +253,22 @@ def _median_curve(runs: list[list[dict]], x: str) -> tuple[list[float], list[flo
             [float(np.median([r[i]["score"] for r in runs])) for i in range(n)])  # fmt: skip
 
 
+def read_rows(path: Path) -> list[dict]:
+    """Rows of a runs.csv / lr_sweep.csv written by this benchmark, numbers parsed."""
+    import csv
+
+    def value(k: str, v: str):
+        if k == "config":
+            return v
+        return int(v) if k in ("seed", "epoch", "images") else float(v) if v else float("nan")
+
+    try:
+        with open(path, newline="") as f:
+            return [{k: value(k, v) for k, v in row.items()} for row in csv.DictReader(f)]
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"{path}: expected a runs CSV of bench/design_space.py ({e})") from e
+
+
 def parse_sets(items: list[str], ap: argparse.ArgumentParser) -> dict:
     """`--set key=value` items as a dict of `train` overrides, each value parsed as YAML."""
     import yaml
@@ -284,8 +301,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--deadline", type=float, default=float("inf"),
                     help="seconds from the start after which no run begins another epoch (a hard stop)")  # fmt: skip
     ap.add_argument("--quick", action="store_true", help="CI: 1 seed, 1 epoch, tiny batches, 12 test prompts")
+    ap.add_argument("--from-runs", type=Path, metavar="DIR",
+                    help="run nothing: summarize DIR/runs.csv and DIR/lr_sweep.csv at --target into --out")  # fmt: skip
     args = ap.parse_args(argv)
     command = "python bench/design_space.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    if args.from_runs:
+        all_rows, sweep_rows = read_rows(args.from_runs / "runs.csv"), read_rows(args.from_runs / "lr_sweep.csv")
+        chosen = {r["config"]: r["lr"] for r in all_rows}
+        header = (f"Command: `{command}` (the runs of {args.from_runs}, summarized again)\n\n"
+                  f"Target: strict test GenEval >= {args.target}.")  # fmt: skip
+        return write_summary(Path(args.out), header, all_rows, sweep_rows, chosen, args.target)
     args.train = parse_sets(args.set, ap)
     args.stop_at = time.time() + args.deadline
     if args.quick:
@@ -313,33 +338,43 @@ def main(argv: list[str] | None = None) -> None:
     with make_pool(args.jobs) as pool:
         sweep_rows, all_rows, chosen = run_all(names, args, pool, (rows, test_rows, world), save)
 
+    header = (
+        f"Command: `{command}`\n\nTarget: strict test GenEval >= {args.target}; {args.seeds} seeds; budget "
+        f"{args.budget:.0f} s of training per run; device {args.device}, {args.jobs} run(s) at a time."
+    )
+    write_summary(out, header, all_rows, sweep_rows, chosen, args.target)
+
+
+def write_summary(out: Path, header: str, all_rows: list[dict], sweep_rows: list[dict], chosen: dict, target: float):
+    """summary.md (compute-to-target table and the learning-rate sweep) and the plots, in `out`."""
+    names = list(dict.fromkeys(r["config"] for r in all_rows))
     curves = [Curve(r[0]["config"], r[0]["seed"], [(x["wall_s"], x["images"], x["score"]) for x in r])
               for name in names for r in _by_seed(x for x in all_rows if x["config"] == name)]  # fmt: skip
-    table = summarize_configs(curves, args.target, REFERENCE)
-    speed = {name: [float(np.median([r[k] for r in all_rows if r["config"] == name and k in r]))
+    table = summarize_configs(curves, target, REFERENCE)
+    speed = {name: [float(np.median([r[k] for r in all_rows if r["config"] == name and r["epoch"] > 0]))
                     for k in ("rollout_img_s", "update_samples_s")] for name in names}  # fmt: skip
-    md = [f"Command: `{command}`", "", f"Target: strict test GenEval >= {args.target}; "
-          f"{args.seeds} seeds; budget {args.budget:.0f} s of training per run; device {args.device}, "
-          f"{args.jobs} run(s) at a time.", "",
+    md = [header, "",
           "| configuration | lr | reached | median s to target | x ref | median images to target | x ref | "
-          "median best | median final | rollout img/s | update samples/s |",
-          "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+          "median best | median final | late mean (sd) | rollout img/s | update samples/s |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for row in table:
         name = row["config"]
         md.append(f"| {name} | {chosen[name]:g} | {row['reached']}/{row['runs']} | {row['time']} | {row['time_ratio']} "
                   f"| {row['images']} | {row['images_ratio']} | {row['best']:.3f} | {row['final']:.3f} "
+                  f"| {row['late']:.3f} ({row['late_sd']:.3f}) "
                   f"| {speed[name][0]:.1f} | {speed[name][1]:.1f} |")  # fmt: skip
-    md += ["", "Learning-rate sweep (mean test GenEval over the second half of a run's evaluations, averaged "
-           "over the seeds the rate ran):", "",
+    md += ["", "Late mean: a run's mean test GenEval over the second half of its evaluations after the start, "
+           "averaged over seeds (sd over seeds).", "",
+           "Learning-rate sweep (the same late score, averaged over the seeds the rate ran):", "",
            "| configuration | lr | seeds | score | chosen |", "|---|---|---|---|---|"]  # fmt: skip
     for name in names:
         swept = [r for r in sweep_rows if r["config"] == name and r["epoch"] > 0]
         scores = rate_scores(swept)
-        for lr in rates(name, args):
+        for lr in sorted(scores):
             n = len({r["seed"] for r in swept if r["lr"] == lr})
-            md.append(f"| {name} | {lr:g} | {n} | {scores.get(lr, float('nan')):.3f} | "
-                      f"{'yes' if lr == chosen[name] else ''} |")  # fmt: skip
+            md.append(f"| {name} | {lr:g} | {n} | {scores[lr]:.3f} | {'yes' if lr == chosen[name] else ''} |")
     text = "\n".join(md) + "\n"
+    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "summary.md", text)
     plot(all_rows, out)
     print(text)

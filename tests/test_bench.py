@@ -27,6 +27,7 @@ def test_medians_and_ratios_to_the_reference():
     never += [Curve("never", s, [(0, 0, 0.2), (50, 500, 0.3)]) for s in (1, 2)]
     rows = {r["config"]: r for r in summarize_configs(ref + slow + never, 0.45, "ref")}
     assert rows["ref"]["time"] == "20" and rows["ref"]["time_ratio"] == "1.00"
+    assert rows["ref"]["late"] == 0.5 and rows["ref"]["late_sd"] == 0.0  # the evaluations after the start
     assert rows["slow"]["time"] == "80" and rows["slow"]["time_ratio"] == "4.00"
     assert rows["slow"]["images"] == "400" and rows["slow"]["images_ratio"] == "2.00"
     assert rows["never"]["reached"] == 1 and rows["never"]["time"] == "not reached"
@@ -48,6 +49,11 @@ def test_quick_mode_runs_every_configuration(tmp_path):
     summary = (tmp_path / "summary.md").read_text()
     assert all(f"| {name} |" in summary for name in CONFIGS)
     assert (tmp_path / "score_vs_time.png").stat().st_size > 0 and (tmp_path / "score_vs_images.png").exists()
+    # the same runs summarized again at another target, running nothing
+    main(["--from-runs", str(tmp_path), "--target", "0.01", "--out", str(tmp_path / "again")])
+    again = (tmp_path / "again" / "summary.md").read_text()
+    assert f"the runs of {tmp_path}" in again and "Target: strict test GenEval >= 0.01" in again
+    assert again.count("| 1/1 | 0 |") == len(CONFIGS)  # the base already reaches 0.01: at 0 s
 
 
 def test_set_overrides_train_params_in_every_run(tmp_path):
