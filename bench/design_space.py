@@ -126,7 +126,10 @@ def run(name: str, lr: float, seed: int, args, rows, test_rows, world) -> list[d
 
 
 def rates(name: str, args) -> list[float]:
-    """The learning rates a configuration runs: `--set lr=...` if given, else its first (`--no-sweep`) or all."""
+    """The learning rates a configuration runs: its `--lr`, else `--set lr=...`, else its first
+    (`--no-sweep`) or all."""
+    if name in args.rate:
+        return [args.rate[name]]
     if "lr" in args.train:
         return [float(args.train["lr"])]
     return LRS[name][:1] if args.no_sweep else LRS[name]
@@ -269,6 +272,20 @@ def read_rows(path: Path) -> list[dict]:
         raise SystemExit(f"{path}: expected a runs CSV of bench/design_space.py ({e})") from e
 
 
+def parse_rates(items: list[str], ap: argparse.ArgumentParser) -> dict[str, float]:
+    """`--lr CONFIG=RATE` items as {configuration: rate}."""
+    out = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        try:
+            out[name] = float(value)
+        except ValueError:
+            ap.error(f"--lr {item!r}: expected CONFIG=RATE, e.g. nft/dpm2=1e-4")
+        if name not in CONFIGS:
+            ap.error(f"--lr {item!r}: unknown configuration {name!r}; expected one of {list(CONFIGS)}")
+    return out
+
+
 def parse_sets(items: list[str], ap: argparse.ArgumentParser) -> dict:
     """`--set key=value` items as a dict of `train` overrides, each value parsed as YAML."""
     import yaml
@@ -297,6 +314,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="a train param for every run (YAML value; a configuration's own keys win)")  # fmt: skip
     ap.add_argument("--device", default="cpu", help="torch device of every run (cuda on a GPU machine)")
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (threads split)")
+    ap.add_argument("--lr", action="append", default=[], metavar="CONFIG=RATE",
+                    help="a configuration's rate, no sweep (e.g. the rate an earlier sweep chose)")  # fmt: skip
     ap.add_argument("--eager", action="store_true", help="run every swept rate on every seed at once (one wave)")
     ap.add_argument("--deadline", type=float, default=float("inf"),
                     help="seconds from the start after which no run begins another epoch (a hard stop)")  # fmt: skip
@@ -312,6 +331,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"Target: strict test GenEval >= {args.target}.")  # fmt: skip
         return write_summary(Path(args.out), header, all_rows, sweep_rows, chosen, args.target)
     args.train = parse_sets(args.set, ap)
+    args.rate = parse_rates(args.lr, ap)
     args.stop_at = time.time() + args.deadline
     if args.quick:
         args.seeds, args.budget, args.max_epochs, args.eval_every, args.no_sweep = 1, float("inf"), 1, 1, True

@@ -63,6 +63,8 @@ def test_set_overrides_train_params_in_every_run(tmp_path):
     assert int(last["images"]) == 2 * 3 and float(last["lr"]) == 3e-5  # 2 prompts x the new group size
     with pytest.raises(SystemExit):
         main(["--quick", "--set", "group_size", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        main(["--quick", "--lr", "nft=1e-4", "--out", str(tmp_path)])
 
 
 def _fake_run(name, lr, seed, args, *data):
@@ -77,7 +79,7 @@ def test_run_all_sweeps_then_runs_every_seed_of_the_chosen_rate(monkeypatch, eag
     import bench.design_space as ds
 
     monkeypatch.setattr(ds, "run", _fake_run)
-    args = argparse.Namespace(seeds=3, eager=eager, no_sweep=False, train={})
+    args = argparse.Namespace(seeds=3, eager=eager, no_sweep=False, train={}, rate={})
     saved = []
     names = ["nft/dpm2", "elbo/epg/dpm2"]
     sweep, rows, chosen = ds.run_all(names, args, ds.InlinePool(), (), lambda *a: saved.append(a))
@@ -95,3 +97,14 @@ def test_run_all_sweeps_then_runs_every_seed_of_the_chosen_rate(monkeypatch, eag
 def test_rate_scores_average_each_seeds_late_score():
     rows = [{"lr": 1.0, "seed": s, "score": v} for s, vs in ((0, [0.0, 0.2, 0.4]), (1, [0.0, 0.0, 0.6])) for v in vs]
     assert rate_scores(rows) == pytest.approx({1.0: 0.3})
+
+
+def test_lr_fixes_one_configurations_rate(monkeypatch):
+    import argparse
+
+    import bench.design_space as ds
+
+    monkeypatch.setattr(ds, "run", _fake_run)
+    args = argparse.Namespace(seeds=2, eager=False, no_sweep=False, train={}, rate={"nft/dpm2": 3e-5})
+    sweep, rows, chosen = ds.run_all(["nft/dpm2"], args, ds.InlinePool(), (), lambda *a: None)
+    assert chosen == {"nft/dpm2": 3e-5} and {r["lr"] for r in sweep + rows} == {3e-5}
