@@ -9,7 +9,9 @@ import math
 import pytest
 
 from bench.compute_to_target import Curve, first_reach, summarize_configs
-from bench.design_space import CONFIGS, main, rate_scores
+from bench.design_space import CONFIGS, main
+from bench.pool import InlinePool
+from bench.report import rate_scores
 
 
 def test_first_reach_takes_the_first_evaluation_at_or_above_the_target():
@@ -82,7 +84,7 @@ def test_run_all_sweeps_then_runs_every_seed_of_the_chosen_rate(monkeypatch, eag
     args = argparse.Namespace(seeds=3, eager=eager, no_sweep=False, train={}, rate={})
     saved = []
     names = ["nft/dpm2", "elbo/epg/dpm2"]
-    sweep, rows, chosen = ds.run_all(names, args, ds.InlinePool(), (), lambda *a: saved.append(a))
+    sweep, rows, chosen = ds.run_all(names, args, InlinePool(), (), lambda *a: saved.append(a))
     assert chosen == {"nft/dpm2": 1e-4, "elbo/epg/dpm2": 2e-5}
     # chosen runs: configuration order, then seed; every seed once
     assert [(r["config"], r["seed"]) for r in rows if r["epoch"] == 0] == [(n, s) for n in names for s in range(3)]
@@ -106,5 +108,5 @@ def test_lr_fixes_one_configurations_rate(monkeypatch):
 
     monkeypatch.setattr(ds, "run", _fake_run)
     args = argparse.Namespace(seeds=2, eager=False, no_sweep=False, train={}, rate={"nft/dpm2": 3e-5})
-    sweep, rows, chosen = ds.run_all(["nft/dpm2"], args, ds.InlinePool(), (), lambda *a: None)
+    sweep, rows, chosen = ds.run_all(["nft/dpm2"], args, InlinePool(), (), lambda *a: None)
     assert chosen == {"nft/dpm2": 3e-5} and {r["lr"] for r in sweep + rows} == {3e-5}
