@@ -108,12 +108,17 @@ def run(name: str, lr: float, seed: int, args, rows, test_rows, world) -> list[d
     out = [{**common, "epoch": 0, "wall_s": 0.0, "images": 0, "reward": np.nan, **_BASE_EVAL}]
     wall = rollout_s = update_s = 0.0
     epoch = images = 0
-    while wall < args.budget and epoch < args.max_epochs and time.time() < args.stop_at:
+
+    def over() -> bool:  # read once per epoch: the loop stops exactly after the epoch evaluated as last
+        return wall >= args.budget or epoch >= args.max_epochs or time.time() >= args.stop_at
+
+    last = over()
+    while not last:
         m = trainer.epoch(epoch)
         epoch += 1
         wall += m["rollout_s"] + m["update_s"]
         rollout_s, update_s, images = rollout_s + m["rollout_s"], update_s + m["update_s"], images + m["images"]
-        last = wall >= args.budget or epoch == args.max_epochs or time.time() >= args.stop_at
+        last = over()
         if epoch % args.eval_every == 0 or last:
             row = {**common, "epoch": epoch, "wall_s": wall, "images": images, "reward": m["reward_mean"],
                    "rollout_img_s": images / rollout_s, "update_samples_s": images / update_s,
