@@ -103,3 +103,29 @@ def prune(root: str, keep_from: int, options: StorageOptions | None = None) -> N
         name = entry.rstrip("/").rsplit("/", 1)[-1]
         if name.startswith("epoch_") and name[6:].isdigit() and int(name[6:]) < keep_from:
             fs.rm(entry, recursive=True)
+
+
+def save_prompt_cache(root: str, epoch: int, policy, options: StorageOptions | None = None) -> None:
+    """Persist the prompt encodings computed since the last call as `<root>/prompt_cache/epoch_NNNN.safetensors`
+    (SD3's three text encoders then run once per unique prompt over the whole run, resumes included)."""
+    data = policy.prompt_cache_delta()
+    if data is not None:
+        storage.write_bytes(f"{root.rstrip('/')}/prompt_cache/epoch_{epoch:04d}.safetensors", data, options)
+
+
+def load_prompt_cache(root: str, policy, options: StorageOptions | None = None) -> int:
+    """Load every persisted prompt-cache file of a run into the policy; returns the prompts loaded.
+
+    A file that does not parse (a write cut short) is skipped: the cache only saves encoder work, and
+    its prompts are encoded again when needed."""
+    fs, path = storage.filesystem(f"{root.rstrip('/')}/prompt_cache", options)
+    if not fs.exists(path):
+        return 0
+    n = 0
+    for entry in sorted(fs.ls(path, detail=False)):
+        if entry.endswith(".safetensors"):
+            try:
+                n += policy.load_prompt_cache(fs.cat_file(entry))
+            except (ValueError, KeyError, json.JSONDecodeError, RuntimeError):
+                continue
+    return n

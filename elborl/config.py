@@ -61,8 +61,13 @@ class WorldConfig(Section):
 
 
 class PromptsConfig(Section):
-    """The `prompts` stage: GenEval-format train and test prompt sets over the world's classes."""
+    """The `prompts` stage: GenEval-format train and test prompt sets (the world's, or GenEval's over COCO)."""
 
+    source: Literal["world", "geneval"] = Field(
+        "world",
+        description="world: prompts over the embedded shapes world, split by the fields below; geneval: GenEval's "
+        "official 553 test prompts (assets/geneval) and a generated COCO train set, scene-disjoint from them.",
+    )
     seed: int = Field(0, description="Seed of the shuffle that splits scenes into train and test.")
     test_size: int = Field(
         240, ge=6, description="Target number of test prompts, spread over the six tags like GenEval's."
@@ -73,6 +78,12 @@ class PromptsConfig(Section):
     )
     counting_min: int = Field(2, ge=1, le=4, description="Smallest count in `counting` prompts (GenEval: 2).")
     counting_max: int = Field(4, ge=1, le=4, description="Largest count in `counting` prompts (GenEval: 4).")
+    geneval_train_size: int = Field(
+        5000,
+        ge=1,
+        description="source geneval: train prompts, an equal share per tag as far as each tag's scenes not in "
+        "the test set allow (the rest to the other tags); drawn with `seed`.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> PromptsConfig:
@@ -108,14 +119,49 @@ class CeilingConfig(Section):
 SamplerName = Literal["euler", "dpm2", "flow_sde"]
 
 
+#: The attention projections of SD3's joint blocks (the reference recipe's LoRA targets).
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+
+
+class ModelConfig(Section):
+    """The policy's model, read by every stage that builds one (`base`, `train`, `evaluate`).
+
+    `tiny` is the embedded pixel-space model (`path` = its model folder, the shipped base by default);
+    `sd3` is SD3 / SD3.5 from a local diffusers folder (never the hub). Stages build their policy from
+    this section through one factory, `elborl.models.build_policy`.
+    """
+
+    kind: Literal["tiny", "sd3"] = Field("tiny", description="Model family: the embedded tiny model or SD3 / SD3.5.")
+    path: str = Field(
+        "assets/base",
+        description="Local model folder: a tiny-model folder, or a diffusers SD3 folder (model_index.json, "
+        "transformer/, vae/, text_encoder{,_2,_3}/, tokenizer{,_2,_3}/, scheduler/).",
+    )
+    resolution: int | None = Field(
+        None, ge=8, le=4096, description="Image side in pixels (None = the model's own: tiny 32, SD3 from its config)."
+    )
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="bfloat16: frozen parts (text encoders, VAE, LoRA's base weights) stored in bf16 and every "
+        "forward under bf16 autocast; the trained weights and the optimizer stay fp32.",
+    )
+    finetune: Literal["full", "lora"] = Field("full", description="Full fine-tuning or LoRA adapters.")
+    lora_rank: int = Field(32, ge=1, description="LoRA r.")
+    lora_alpha: int = Field(64, ge=1, description="LoRA alpha (scale alpha / r).")
+    lora_targets: list[str] = Field(
+        default_factory=lambda: list(LORA_TARGETS), min_length=1, description="Module names LoRA adapts."
+    )
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in the backward (less memory).")
+    max_sequence_length: int = Field(256, ge=1, le=512, description="T5 tokens of SD3's prompt encoding.")
+
+
 class BaseConfig(Section):
     """The tiny embedded model and its flow-matching pretraining (`elborl base --train`).
 
-    The pipeline's `base` stage starts from the shipped checkpoint `init`; `elborl base --train`
-    regenerates it from scratch with the settings below.
+    The pipeline's `base` stage starts from `model.path` (the shipped checkpoint for the tiny model);
+    `elborl base --train` regenerates a tiny base from scratch with the settings below.
     """
 
-    init: str = Field("assets/base", description="Shipped base checkpoint (save_pretrained folder).")
     patch_size: int = Field(4, ge=1, le=8, description="Transformer patch side in pixels.")
     num_layers: int = Field(6, ge=1, le=24, description="Joint transformer blocks.")
     num_heads: int = Field(4, ge=1, le=32, description="Attention heads.")
@@ -182,9 +228,6 @@ class TrainConfig(Section):
     decay_rate: float = Field(0.001, ge=0, le=1, description="Sampling policy: d = min(decay_rate * step, decay_max).")
     decay_max: float = Field(0.5, ge=0, le=1, description="Sampling policy: largest d.")
     ema_decay: float = Field(0.9, ge=0, lt=1, description="EMA of the trained weights (FlowGRPO warm-up).")
-    finetune: Literal["full", "lora"] = Field("full", description="Full fine-tuning or LoRA.")
-    lora_rank: int = Field(32, ge=1, description="LoRA r.")
-    lora_alpha: int = Field(64, ge=1, description="LoRA alpha.")
     reward: Literal["partial", "strict"] = Field("partial", description="Training reward: partial credit or strict.")
     prompts_per_epoch: int = Field(16, ge=1, description="P prompts per epoch.")
     group_size: int = Field(8, ge=2, description="G images per prompt (a group).")
@@ -230,6 +273,7 @@ class EvaluateConfig(Section):
     min_images_per_tag: int = Field(32, ge=0, description="At least this many images behind each tag mean.")
     sampler: SamplerName = Field("dpm2", description="Sampler (an ODE; CFG off as in training).")
     steps: int = Field(10, ge=1, le=1000, description="Sampler steps.")
+    shift: float = Field(1.0, gt=0, description="Timestep shift of the sampler's grid (SD3.5's scheduler: 3).")
     seed: int = Field(0, description="Noise seed of the evaluation images.")
     grid_prompts: int = Field(16, ge=1, le=256, description="Test prompts shown in the sample grid.")
     register_model: bool = Field(True, description="Register the EMA checkpoint in MLflow's model registry.")
@@ -262,6 +306,7 @@ class Params(Section):
     """All of params.yaml. Sections = DVC stages, plus `world` and `geneval` that stages share."""
 
     world: WorldConfig = Field(default_factory=WorldConfig, description="The embedded world.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="The policy's model (tiny or SD3).")
     prompts: PromptsConfig = Field(default_factory=PromptsConfig, description="`prompts` stage.")
     geneval: GenEvalConfig = Field(default_factory=GenEvalConfig, description="GenEval scoring options.")
     ceiling: CeilingConfig = Field(default_factory=CeilingConfig, description="`ceiling` stage.")
@@ -337,3 +382,12 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML: {err}") from None
     return parse_params(data, str(path))
+
+
+def route_overrides(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Flat overrides (e.g. a benchmark's `--set finetune=lora lr=3e-4`) grouped by the section that
+    defines each key: `model` for the model's keys, `train` for everything else."""
+    out: dict[str, dict[str, Any]] = {"train": {}, "model": {}}
+    for key, value in values.items():
+        out["model" if key in ModelConfig.model_fields else "train"][key] = value
+    return out

@@ -12,21 +12,25 @@ from prefect import flow, get_run_logger, task
 from elborl import tracking
 from elborl.config import load_params
 from elborl.geneval_io import read_metadata_jsonl
-from elborl.models.tiny import TinyT2I, check_tiny_folder
-from elborl.rewards.detectors import build_detector
+from elborl.models.factory import build_policy
+from elborl.rewards.detectors import build_detector, check_classes, check_image_size
 from elborl.rewards.geneval import Rules
 from elborl.world.spec import WorldSpec
 from stages import evaluate as stage
 
 
 @task(name="score", task_run_name="score-{name}")
-def score_task(name: str, params_path: str, model: str, prompts: str, out: str) -> dict:
-    """Strict GenEval of one model on the test prompts."""
+def score_task(name: str, params_path: str, model: str, prompts: str, out: str, device: str | None = None):
+    """Strict GenEval of one model on the test prompts, and its block of the sample grid."""
     params = load_params(params_path)
     spec = WorldSpec.from_config(params.world)
     detector, rules = build_detector(params.geneval.detector, spec), Rules.from_config(params.geneval)
     rows = read_metadata_jsonl(prompts)
-    return stage.score_model(TinyT2I.from_pretrained(model), rows, detector, rules, params.evaluate, Path(out) / name)
+    check_classes(detector, rows, prompts)
+    policy = build_policy(params.model, model, device, finetune="frozen")
+    check_image_size(detector, policy.image_size, model)
+    summary = stage.score_model(policy, rows, detector, rules, params.evaluate, Path(out) / name)
+    return summary, stage.grid_images(policy, rows, params.evaluate)
 
 
 @flow(name="elborl-evaluate")
@@ -37,6 +41,7 @@ def evaluate_flow(
     base: str = "data/base/model",
     run: str = "data/train/run.json",
     out: str = "data/eval",
+    device: str | None = None,
 ) -> dict:
     """Run the `evaluate` stage.
 
@@ -47,6 +52,7 @@ def evaluate_flow(
         base: The base model folder.
         run: The train stage's run.json (its MLflow run id; the registry source is that run's model).
         out: Output folder.
+        device: Torch device of the models ("cuda" on a GPU machine).
 
     Returns:
         The scores table (trained, base, gain).
@@ -54,12 +60,10 @@ def evaluate_flow(
     logger = get_run_logger()
     params = load_params(params_path)
     cfg = params.evaluate
-    models = {"base": check_tiny_folder(base), "trained": check_tiny_folder(model)}
-    summaries = {name: score_task(name, params_path, str(path), prompts, out) for name, path in models.items()}
-    table = stage.scores_table(summaries)
-    rows = read_metadata_jsonl(prompts)
-    grid = stage.comparison_grid({n: TinyT2I.from_pretrained(p) for n, p in models.items()}, rows, cfg)
-    stage.write_outputs(Path(out), table, grid)
+    models = {"base": base, "trained": model}
+    scored = {name: score_task(name, params_path, str(path), prompts, out, device) for name, path in models.items()}
+    table = stage.scores_table({name: summary for name, (summary, _) in scored.items()})
+    stage.write_outputs(Path(out), table, stage.comparison_grid([block for _, block in scored.values()]))
     tags = ", ".join(
         f"{t} {table['base'][t]:.3f}->{table['trained'][t]:.3f}" for t in table["trained"] if t != "overall"
     )

@@ -26,10 +26,10 @@ def _ceiling(params_path: str, prompts: str, out: str) -> dict:
 
 
 @task(name="base")
-def _base(params_path: str, prompts: str, out: str) -> dict:
+def _base(params_path: str, prompts: str, out: str, device: str | None = None) -> dict:
     from stages.base import run_stage
 
-    return run_stage(load_params(params_path), prompts, out)
+    return run_stage(load_params(params_path), prompts, out, device)
 
 
 @flow(name="elborl-prompts", log_prints=True)
@@ -47,6 +47,6 @@ def ceiling_flow(params_path: str = "params.yaml", prompts: str = "data/prompts/
 
 @flow(name="elborl-base", log_prints=True)
 def base_flow(params_path: str = "params.yaml", prompts: str = "data/prompts/test.jsonl",
-              out: str = "data/base") -> dict:  # fmt: skip
-    """The `base` stage: the shipped base, copied and measured."""
-    return _base(params_path, prompts, out)
+              out: str = "data/base", device: str | None = None) -> dict:  # fmt: skip
+    """The `base` stage: the base model (a tiny copy or an SD3 pointer), checked and measured."""
+    return _base(params_path, prompts, out, device)

@@ -96,6 +96,7 @@ def epoch_task(key: str, epoch: int, digest_in: str, checkpoint_in: str | None) 
             live.client.log_image(live.run_id, _sample_grid(trainer, live.test_rows),
                                   artifact_file=f"samples/epoch_{epoch + 1:04d}.png")  # fmt: skip
     url = checkpoint.epoch_url(live.root, epoch + 1)
+    checkpoint.save_prompt_cache(live.root, epoch + 1, trainer.policy, live.options)
     digest = trainer.save(url, live.options)
     checkpoint.prune(live.root, epoch + 2 - cfg.keep_checkpoints, live.options)
     if live.client:
@@ -156,12 +157,17 @@ def train_flow(
     root = root if storage.is_remote(root) else str(Path(root).resolve())
     storage.exists(root, options)  # an unreachable S3 endpoint fails here, before any work
     client = tracking.client(params.tracking.uri, params.tracking.artifact_root)
-    logged = {"train": cfg.model_dump(mode="json"), "world": params.world.model_dump(mode="json")}
+    logged = {"train": cfg.model_dump(mode="json"), "model": params.model.model_dump(mode="json"),
+              "world": params.world.model_dump(mode="json")}  # fmt: skip
     run_id = tracking.resume_or_start_run(client, params.tracking.experiment, logged, key, f"train-{key[:8]}")
     logger.info(f"train: run {key} ({cfg.estimator}/{cfg.objective}/{cfg.sampler}), checkpoints in {root}")
 
     def live() -> _Live:
-        return _Live(stage.build_trainer(params, base, train_rows, device), root, options, test_rows, client, run_id)
+        trainer = stage.build_trainer(params, base, train_rows, device)
+        n = checkpoint.load_prompt_cache(root, trainer.policy, options)
+        if n:
+            logger.info(f"train: {n} prompt encodings from the run's cache")
+        return _Live(trainer, root, options, test_rows, client, run_id)
 
     task_ = epoch_task.with_options(result_storage=result_storage(f"{root}/results", options))
     _LIVE[key] = live()
@@ -175,7 +181,7 @@ def train_flow(
         history = [r["metrics"] for r in results]
         run = {"run_key": key, "digest": results[-1]["digest"], "checkpoint": results[-1]["checkpoint"],
                "mlflow_run_id": run_id}  # fmt: skip
-        metrics = stage.write_outputs(Path(out), stage.export_model(_LIVE[key].trainer), history, run)
+        metrics = stage.write_outputs(Path(out), _LIVE[key].trainer, history, run)
     finally:
         _LIVE.pop(key, None)
     client.log_artifacts(run_id, str(Path(out) / "model"), "model")

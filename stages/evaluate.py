@@ -3,7 +3,7 @@
 For each model: sample the test prompts in GenEval's folder layout, score every image. Writes
 <out>/<name>/{images,results.jsonl,summary.json}, <out>/scores.json (overall and per tag, trained
 and base; a DVC metric), <out>/per_tag.csv (a DVC bar plot) and <out>/samples.png (the same test
-prompts and seeds, base row above trained row). Reads params: evaluate, world, geneval.
+prompts and seeds, base row above trained row). Reads params: evaluate, model, world, geneval.
 """
 
 from __future__ import annotations
@@ -18,19 +18,18 @@ from elborl.evaluation import images_per_prompt_by_tag, sample_layout
 from elborl.grid import image_grid
 from elborl.io import atomic_write_text, save_png, write_json
 from elborl.models.generate import generate, image_seed
-from elborl.models.tiny import TinyT2I
 from elborl.rewards.detectors import Detector
 from elborl.rewards.geneval import Rules
 from elborl.rewards.scoring import score_folder, write_scores
 
 
-def score_model(model: TinyT2I, rows: list[dict], detector: Detector, rules: Rules, cfg: EvaluateConfig,
-                out: Path) -> dict:  # fmt: skip
-    """Sample `rows` into `out/images`, score them into `out/results.jsonl` and `out/summary.json`."""
+def score_model(model, rows: list[dict], detector: Detector, rules: Rules, cfg: EvaluateConfig, out: Path) -> dict:
+    """Sample `rows` with a (frozen) policy into `out/images`, score them into `out/results.jsonl` and
+    `out/summary.json`."""
     per_tag = images_per_prompt_by_tag(rows, cfg.images_per_prompt, cfg.min_images_per_tag)
     with torch.inference_mode():
         sample_layout(model, rows, out / "images", [per_tag[m["tag"]] for m in rows], cfg.seed,
-                      sampler=cfg.sampler, steps=cfg.steps)  # fmt: skip
+                      sampler=cfg.sampler, steps=cfg.steps, shift=cfg.shift)  # fmt: skip
     results, summary = score_folder(out / "images", detector, rules)
     write_scores(out, results, summary)
     return summary
@@ -52,13 +51,19 @@ def per_tag_csv(table: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def comparison_grid(models: dict[str, TinyT2I], rows: list[dict], cfg: EvaluateConfig) -> np.ndarray:
-    """Rows of samples (same prompts, same seeds), one block per model."""
+def grid_images(model, rows: list[dict], cfg: EvaluateConfig) -> np.ndarray:
+    """One model's block of the comparison grid: the same test prompts and seeds for every model,
+    uint8 (n, H, W, 3)."""
     shown = rows[:: max(1, len(rows) // cfg.grid_prompts)][: cfg.grid_prompts]
     seeds = [image_seed(cfg.seed, i, 0) for i in range(len(shown))]
-    images = [generate(m, [r["prompt"] for r in shown], seeds, cfg.sampler, cfg.steps, progress=False)
-              for m in models.values()]  # fmt: skip
-    return image_grid(np.concatenate(images), ncol=len(shown) if len(shown) <= 16 else 8)
+    with torch.inference_mode():
+        return generate(model, [r["prompt"] for r in shown], seeds, cfg.sampler, cfg.steps, cfg.shift, progress=False)
+
+
+def comparison_grid(blocks: list[np.ndarray]) -> np.ndarray:
+    """The blocks of `grid_images`, one model per block, as one image."""
+    n = len(blocks[0])
+    return image_grid(np.concatenate(blocks), ncol=n if n <= 16 else 8)
 
 
 def write_outputs(out: Path, table: dict, grid: np.ndarray) -> None:

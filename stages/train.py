@@ -1,8 +1,9 @@
 """Stage `train`: RL fine-tuning of the base on the train prompts (the pieces; the Prefect flow that runs
 them epoch by epoch, cached and resumable, is `pipeline.train`).
 
-Reads params: train, world, geneval, storage, tracking. Writes <out>/model (the EMA weights as a
-model folder, what `evaluate` samples), <out>/history.csv (one row per epoch: the reward curve),
+Reads params: train, model, world, geneval, storage, tracking. Writes <out>/model (the EMA weights as
+a model folder, what `evaluate` samples: a tiny-model folder, or for SD3 a diffusers LoRA folder /
+transformer folder with a pointer to its base), <out>/history.csv (one row per epoch: the reward curve),
 <out>/test_curve.csv (test GenEval per tag at the evaluated epochs), <out>/metrics.json (the last
 epoch and the last test GenEval; a DVC metric) and <out>/run.json (the run key, the final
 checkpoint's digest and the MLflow run id).
@@ -10,7 +11,6 @@ checkpoint's digest and the MLflow run id).
 
 from __future__ import annotations
 
-import copy
 import csv
 import hashlib
 import io
@@ -23,9 +23,8 @@ import torch
 from elborl.config import Params
 from elborl.evaluation import geneval_images, score_images
 from elborl.io import atomic_dir, atomic_write_text
-from elborl.models.tiny import TinyT2I, tiny_policy
-from elborl.models.weights import LoraSpec
-from elborl.rewards.detectors import build_detector
+from elborl.models.factory import build_policy
+from elborl.rewards.detectors import build_detector, check_classes, check_image_size
 from elborl.rewards.geneval import Rules
 from elborl.train import Trainer, ema_weights
 from elborl.world.spec import WorldSpec
@@ -47,24 +46,22 @@ def folder_digest(path: str | Path) -> str:
 
 def run_key(params: Params, base_digest: str, prompts_digest: str) -> str:
     """Content hash of everything an epoch depends on: the base weights, the train prompts, the world,
-    the GenEval rules and the train section (less `NOT_IN_RUN_KEY`)."""
+    the GenEval rules, the model section (less its path: the base digest stands for the weights) and
+    the train section (less `NOT_IN_RUN_KEY`)."""
     train = params.train.model_dump(mode="json", exclude=NOT_IN_RUN_KEY)
+    model = params.model.model_dump(mode="json", exclude={"path"})
     blob = json.dumps([base_digest, prompts_digest, params.world.model_dump(mode="json"),
-                       params.geneval.model_dump(mode="json"), train], sort_keys=True)  # fmt: skip
+                       params.geneval.model_dump(mode="json"), train, model], sort_keys=True)  # fmt: skip
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_trainer(params: Params, base: str | Path, train_rows: list[dict], device: str | None = None) -> Trainer:
-    """A fresh `Trainer` over the base model folder (tiny model; LoRA or full fine-tuning)."""
-    cfg, spec = params.train, WorldSpec.from_config(params.world)
-    model = TinyT2I.from_pretrained(base)
-    if model.size != spec.size:
-        raise ValueError(f"{base}: the model draws {model.size}x{model.size} images, the world is {spec.size}")
-    if device:
-        model.to(device)
-    policy = tiny_policy(model, cfg.finetune, LoraSpec(cfg.lora_rank, cfg.lora_alpha))
-    policy.model = model  # kept for `export_model` (tokenizer and text encoder)
+    """A fresh `Trainer` over the base model folder (any kind `params.model` names; LoRA or full)."""
+    spec = WorldSpec.from_config(params.world)
+    policy = build_policy(params.model, base, device)
     detector, rules = build_detector(params.geneval.detector, spec), Rules.from_config(params.geneval)
+    check_image_size(detector, policy.image_size, str(base))
+    check_classes(detector, train_rows, "train prompts")
     return Trainer(policy, train_rows, detector, params.train, rules)
 
 
@@ -74,7 +71,7 @@ def sample_test_images(trainer: Trainer, test_rows: list[dict]) -> tuple[list[di
     sampler = "dpm2" if cfg.sampler == "flow_sde" else cfg.sampler  # the SDE's noise is a training device
     with torch.inference_mode(), ema_weights(trainer.policy, trainer.ema):
         return geneval_images(trainer.policy, test_rows, cfg.eval_images_per_prompt, 0, cfg.eval_min_images_per_tag,
-                              sampler=sampler, steps=cfg.steps, progress=False)  # fmt: skip
+                              sampler=sampler, steps=cfg.steps, shift=cfg.shift, progress=False)  # fmt: skip
 
 
 def geneval_on_test(trainer: Trainer, test_rows: list[dict]) -> dict:
@@ -83,16 +80,10 @@ def geneval_on_test(trainer: Trainer, test_rows: list[dict]) -> dict:
     return score_images(images, metas, trainer.detector, trainer.rules)
 
 
-def export_model(trainer: Trainer) -> TinyT2I:
-    """The EMA weights as a standalone model (LoRA fused into the base weights)."""
-    policy = trainer.policy
-    with torch.no_grad(), ema_weights(policy, trainer.ema):
-        transformer = copy.deepcopy(policy.transformer).cpu()
-    if trainer.cfg.finetune == "lora":
-        transformer.fuse_lora(adapter_names=["current"])
-        transformer.unload_lora()
-    model = policy.model
-    return TinyT2I(model.tokenizer, copy.deepcopy(model.text_encoder).cpu(), transformer)
+def export_model(trainer: Trainer, path: Path) -> None:
+    """The EMA weights as a model folder at `path`, atomically (built beside it, then renamed)."""
+    with atomic_dir(path) as tmp, torch.no_grad(), ema_weights(trainer.policy, trainer.ema):
+        trainer.policy.export(tmp)
 
 
 def history_csv(history: list[dict]) -> str:
@@ -105,10 +96,9 @@ def history_csv(history: list[dict]) -> str:
     return buf.getvalue()
 
 
-def write_outputs(out: Path, model: TinyT2I, history: list[dict], run: dict) -> dict:
+def write_outputs(out: Path, trainer: Trainer, history: list[dict], run: dict) -> dict:
     """Write the stage's outputs (each file atomically; the model folder by a rename)."""
-    with atomic_dir(out / "model") as tmp:
-        model.save_pretrained(tmp)
+    export_model(trainer, out / "model")
     atomic_write_text(out / "history.csv", history_csv(history))
     tests = [{"epoch": r["epoch"], **{k.removeprefix("test."): v for k, v in r.items() if k.startswith("test.")}}
              for r in history if "test.overall" in r]  # fmt: skip

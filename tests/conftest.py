@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from elborl.cli import main
 from elborl.config import Params
 from elborl.world.spec import WorldSpec
+from pipeline.cli import main
 from tests.helpers.servers import free_port, server_process
 
 ROOT = Path(__file__).resolve().parents[1]

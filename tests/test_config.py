@@ -17,7 +17,7 @@ def test_repo_params_validate_and_match_defaults():
     ("data", "expected"),
     [
         ({"prompts": {"test_sise": 3}}, "p.yaml: prompts.test_sise: unknown key (did you mean 'test_size'?)"),
-        ({"wrld": {}}, "p.yaml: wrld: unknown key (did you mean 'world'?); expected one of: world, prompts"),
+        ({"wrld": {}}, "p.yaml: wrld: unknown key (did you mean 'world'?); expected one of: world, model, prompts"),
         ({"world": {"size": 100}}, "p.yaml: world.size: expected less than or equal to 64, found 100"),
         ({"world": {"size": "big"}}, "p.yaml: world.size: expected a valid integer"),
         (

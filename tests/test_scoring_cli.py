@@ -17,13 +17,13 @@ PARAMS = ROOT / "params.yaml"
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     """A small rendered test set in GenEval's layout (module-wide; tests copy it before breaking it)."""
-    from elborl.cli import main  # noqa: F401  (import check only)
     from elborl.config import PromptsConfig
     from elborl.geneval_io import write_layout
     from elborl.io import write_jsonl
     from elborl.world.prompts import make_prompt_sets
     from elborl.world.render import render_images
     from elborl.world.spec import WorldSpec
+    from pipeline.cli import main  # noqa: F401  (import check only)
 
     root = tmp_path_factory.mktemp("rendered")
     spec = WorldSpec.from_config()

@@ -83,7 +83,7 @@ def _project(root: Path, checkpoints: Path | str, endpoint: str | None = None, *
 
 
 def _train_cmd(root: Path) -> list[str]:
-    return [sys.executable, "-m", "elborl.cli", "train", "--params", str(root / "params.yaml"), "--prompts",
+    return [sys.executable, "-m", "pipeline.cli", "train", "--params", str(root / "params.yaml"), "--prompts",
             str(root / "prompts"), "--base", str(BASE), "--out", str(root / "out")]  # fmt: skip
 
 

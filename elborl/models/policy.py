@@ -2,19 +2,22 @@
 
 A policy = a velocity network (diffusers SD3Transformer2DModel) under three weight sets, a frozen
 prompt encoder with a per-prompt cache, and a codec between images and the sampling space (identity
-for the pixel-space tiny model, the VAE for SD3).
+for the pixel-space tiny model, the VAE for SD3). Stages get one from `elborl.models.build_policy`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, load_file, save, save_file
 
-from elborl.models.weights import FullWeights, LoraSpec, LoraWeights, WeightSet, soft_update_old
+from elborl.models.weights import FrozenWeights, FullWeights, LoraSpec, LoraWeights, WeightSet, soft_update_old
+
+Finetune = Literal["lora", "full", "frozen"]
 
 Cond = tuple[torch.Tensor, torch.Tensor]  # (token states (B, L, D), pooled (B, P))
 
@@ -45,8 +48,10 @@ class Policy(torch.nn.Module):
         encode_fn: Prompts -> (states, pooled), no grad (encoders stay frozen).
         codec: Images <-> sampling space.
         sample_shape: Shape of one sample in the sampling space, (C, h, w).
-        finetune: "lora" (peft adapters) or "full".
+        finetune: "lora" (peft adapters), "full", or "frozen" (sampling only: no trainable weights).
         lora: LoRA settings when finetune == "lora".
+        compute_dtype: Run every forward under autocast in this dtype (bf16); None = the weights' own.
+        export_fn: Writes the `current` weights as a standalone model folder (`export`).
     """
 
     def __init__(
@@ -55,16 +60,28 @@ class Policy(torch.nn.Module):
         encode_fn: Callable[[list[str]], Cond],
         codec: Codec,
         sample_shape: tuple[int, int, int],
-        finetune: Literal["lora", "full"] = "lora",
+        finetune: Finetune = "lora",
         lora: LoraSpec | None = None,
+        compute_dtype: torch.dtype | None = None,
+        export_fn: Callable[[Policy, Path], None] | None = None,
     ):
         super().__init__()
         self.transformer = transformer
         self._encode_fn = encode_fn
         self.codec = codec
         self.sample_shape = sample_shape
-        self.weights = LoraWeights(transformer, lora or LoraSpec()) if finetune == "lora" else FullWeights(transformer)
+        self.image_size = sample_shape[-1]  # pixels per side of a decoded sample (SD3: x vae_scale_factor)
+        self.compute_dtype = compute_dtype
+        self._export_fn = export_fn
+        if finetune == "lora":
+            self.weights = LoraWeights(transformer, lora or LoraSpec())
+        elif finetune == "full":
+            self.weights = FullWeights(transformer)
+        else:
+            self.weights = FrozenWeights(transformer)
+        # prompt -> (states, pooled) on the CPU, in the encoder's dtype; `_unsaved` = not yet persisted.
         self._cache: dict[str, Cond] = {}
+        self._unsaved: list[str] = []
 
     @property
     def device(self) -> torch.device:
@@ -77,19 +94,55 @@ class Policy(torch.nn.Module):
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> Cond:
-        """Conditioning for prompts, each prompt encoded once and cached."""
+        """Conditioning for prompts, each prompt encoded once and cached (on the CPU: SD3's T5 states
+        are 333 x 4096 per prompt), moved to the policy's device per call."""
         missing = list(dict.fromkeys(p for p in prompts if p not in self._cache))
         if missing:
             states, pooled = self._encode_fn(missing)
             for i, p in enumerate(missing):
-                self._cache[p] = (states[i], pooled[i])
-        return (torch.stack([self._cache[p][0] for p in prompts]), torch.stack([self._cache[p][1] for p in prompts]))
+                self._cache[p] = (states[i].cpu(), pooled[i].cpu())
+            self._unsaved += missing
+        device = self.device
+        states = torch.stack([self._cache[p][0] for p in prompts]).to(device)  # (B, L, D)
+        pooled = torch.stack([self._cache[p][1] for p in prompts]).to(device)  # (B, P)
+        return states, pooled
+
+    def prompt_cache_delta(self) -> bytes | None:
+        """The prompts encoded since the last call, as safetensors bytes (None when there are none):
+        what a run persists so that a resumed run does not run the text encoders again."""
+        if not self._unsaved:
+            return None
+        tensors = {}
+        for i, p in enumerate(self._unsaved):
+            tensors[f"{i}.states"], tensors[f"{i}.pooled"] = (t.contiguous() for t in self._cache[p])
+        data = save(tensors, metadata={"prompts": json.dumps(self._unsaved)})
+        self._unsaved = []
+        return data
+
+    def load_prompt_cache(self, data: bytes) -> int:
+        """Add the prompts of a `prompt_cache_delta` to the cache; returns how many."""
+        # safetensors' layout: 8-byte little-endian header length, then the JSON header with __metadata__.
+        header_len = int.from_bytes(data[:8], "little")
+        prompts = json.loads(json.loads(data[8 : 8 + header_len])["__metadata__"]["prompts"])
+        tensors = load(data)
+        for i, p in enumerate(prompts):
+            self._cache.setdefault(p, (tensors[f"{i}.states"], tensors[f"{i}.pooled"]))
+        return len(prompts)
 
     def velocity(self, x: torch.Tensor, t: torch.Tensor, cond: Cond, weights: WeightSet = "current") -> torch.Tensor:
-        """v(x_t, t, c) under a weight set; t (B,) in [0, 1]."""
+        """v(x_t, t, c) under a weight set, in fp32; t (B,) in [0, 1]."""
         states, pooled = cond
-        with self.weights.use(weights) as net:
-            return net(x, states, pooled, t * 1000, return_dict=False)[0]
+        autocast = torch.autocast(x.device.type, dtype=self.compute_dtype or torch.float32,
+                                  enabled=self.compute_dtype is not None)  # fmt: skip
+        with self.weights.use(weights) as net, autocast:
+            v = net(x, states, pooled, t * 1000, return_dict=False)[0]
+        return v.float()  # the likelihoods and samplers work in fp32 whatever the compute dtype
+
+    def export(self, path: str | Path) -> None:
+        """Write the `current` weights as a standalone model folder (the `train` stage's `model`)."""
+        if self._export_fn is None:
+            raise NotImplementedError("this policy was built without an export function")
+        self._export_fn(self, Path(path))
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return self.weights.trainable()

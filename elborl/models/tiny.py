@@ -195,8 +195,8 @@ class TinyT2I(torch.nn.Module):
         return cls(tokenizer, text_encoder, transformer)
 
 
-def tiny_policy(model: TinyT2I, finetune: str = "full", lora=None):
-    """A `Policy` over the tiny model: pixel space, frozen text encoder, LoRA or full fine-tuning."""
+def tiny_policy(model: TinyT2I, finetune: str = "full", lora=None, compute_dtype: torch.dtype | None = None):
+    """A `Policy` over the tiny model: pixel space, frozen text encoder, LoRA, full fine-tuning or frozen."""
     from elborl.models.policy import PixelCodec, Policy
 
     model.text_encoder.requires_grad_(False).eval()
@@ -204,4 +204,20 @@ def tiny_policy(model: TinyT2I, finetune: str = "full", lora=None):
     def encode_fn(prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return model.encode(prompts)
 
-    return Policy(model.transformer, encode_fn, PixelCodec(), (3, model.size, model.size), finetune, lora)
+    shape = (3, model.size, model.size)
+    policy = Policy(model.transformer, encode_fn, PixelCodec(), shape, finetune, lora, compute_dtype, export_tiny)
+    policy.model = model  # the tokenizer and text encoder travel with an export
+    return policy
+
+
+def export_tiny(policy, path: Path) -> None:
+    """The `current` weights as a standalone tiny-model folder (LoRA fused into the base weights)."""
+    from elborl.models.weights import LoraWeights
+
+    with torch.no_grad():
+        transformer = copy.deepcopy(policy.transformer).cpu()
+    if isinstance(policy.weights, LoraWeights):
+        transformer.fuse_lora(adapter_names=["current"])
+        transformer.unload_lora()
+    model = policy.model
+    TinyT2I(model.tokenizer, copy.deepcopy(model.text_encoder).cpu(), transformer).save_pretrained(path)

@@ -16,8 +16,9 @@ from typing import Literal
 
 import torch
 
+from elborl.config import LORA_TARGETS
+
 WeightSet = Literal["current", "old", "ref"]
-LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class LoraSpec:
     rank: int = 32
     alpha: int = 64
     init: str | bool = "gaussian"
-    targets: tuple[str, ...] = field(default=LORA_TARGETS)
+    targets: tuple[str, ...] = field(default=tuple(LORA_TARGETS))
 
     def peft_config(self):
         from peft import LoraConfig
@@ -60,7 +61,9 @@ class LoraWeights:
         self._pairs = self._adapter_pairs()
         with torch.no_grad():  # theta_old starts equal to theta
             for cur, old in self._pairs:
-                old.copy_(cur)
+                # peft creates adapters in the base layer's dtype: the trained weights (and the
+                # sampling weights soft-updated from them) stay fp32 over a bf16 base.
+                cur.data, old.data = cur.data.float(), cur.data.float().clone()
         net.set_adapter("current")
         for cur, _ in self._pairs:
             cur.requires_grad_(True)
@@ -131,7 +134,31 @@ class FullWeights:
         (self.net if name == "current" else self.old).load_state_dict(tensors)
 
 
-def soft_update_old(weights: LoraWeights | FullWeights, decay: float) -> None:
+class FrozenWeights:
+    """No training (sampling a base or an exported model): every weight set is the network itself."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net.requires_grad_(False)
+
+    @contextmanager
+    def use(self, name: WeightSet) -> Iterator[torch.nn.Module]:
+        yield self.net
+
+    def trainable(self) -> list[torch.nn.Parameter]:
+        return []
+
+    def old_pairs(self) -> list[tuple[torch.nn.Parameter, torch.nn.Parameter]]:
+        return []
+
+    def state_dict(self, name: Literal["current", "old"] = "current") -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], name: Literal["current", "old"] = "current") -> None:
+        if tensors:
+            raise ValueError("a frozen policy has no trainable weights to load")
+
+
+def soft_update_old(weights: LoraWeights | FullWeights | FrozenWeights, decay: float) -> None:
     """theta_old <- decay theta_old + (1 - decay) theta (ARCHITECTURE.md section 2.8)."""
     with torch.no_grad():
         for cur, old in weights.old_pairs():

@@ -9,9 +9,9 @@ from pathlib import Path
 from tqdm import tqdm
 
 from elborl.errors import UserError
-from elborl.geneval_io import iter_layout, load_image, metadata_classes
+from elborl.geneval_io import iter_layout, load_image
 from elborl.io import write_json, write_jsonl
-from elborl.rewards.detectors import Detector
+from elborl.rewards.detectors import Detector, check_classes
 from elborl.rewards.geneval import DEFAULT_RULES, Rules, evaluate, select, summarize
 
 
@@ -37,12 +37,7 @@ def score_folder(images: str | Path, detector: Detector, rules: Rules = DEFAULT_
         UserError: Bad layout, classes the detector cannot detect, unreadable or wrong-size images.
     """
     folders = list(iter_layout(images))
-    unknown = metadata_classes([f.metadata for f in folders]) - detector.classes
-    if unknown:
-        raise UserError(
-            f"{images}: the metadata names classes the '{detector.name}' detector cannot detect: "
-            f"{', '.join(sorted(unknown))} (it detects: {', '.join(sorted(detector.classes))})"
-        )
+    check_classes(detector, [f.metadata for f in folders], str(images))
     paths = [(f, p) for f in folders for p in f.images]
     if not paths:
         raise UserError(f"{images}: no images (expected <prompt>/samples/0000.png, ...)")

@@ -37,7 +37,8 @@ def _clip() -> CLIPTextModelWithProjection:
 
 
 def build_tiny_sd3(path: str | Path, seed: int = 0) -> Path:
-    """Build, save and return the folder of a tiny random SD3 pipeline (16 x 16 images, 4 latent channels)."""
+    """Build, save and return the folder of a tiny random SD3 pipeline (4 latent channels, VAE factor 2:
+    a 32 x 32 image is a 16 x 16 latent, 64 transformer tokens)."""
     torch.manual_seed(seed)
     transformer = SD3Transformer2DModel(
         sample_size=16,
@@ -55,12 +56,12 @@ def build_tiny_sd3(path: str | Path, seed: int = 0) -> Path:
     vae = AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",),
-        up_block_types=("UpDecoderBlock2D",),
-        block_out_channels=(8,),
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 8),
         latent_channels=4,
         norm_num_groups=1,
-        sample_size=16,
+        sample_size=32,
         shift_factor=0.0609,
         scaling_factor=1.5035,
     )

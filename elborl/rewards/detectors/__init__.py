@@ -33,6 +33,38 @@ def _shapes(spec: WorldSpec) -> Detector:
 DETECTORS: dict[str, Callable[[WorldSpec], Detector]] = {"shapes": _shapes}
 
 
+def check_image_size(detector: Detector, size: int, source: str) -> None:
+    """Refuse a model whose images the detector cannot read (e.g. a tiny model trained for another
+    world size).
+
+    Raises:
+        UserError: Naming `source`, both sizes and the detector.
+    """
+    from elborl.errors import UserError
+
+    if detector.image_size not in (None, size):
+        raise UserError(f"{source}: the model draws {size}x{size} images, the {detector.name} detector reads "
+                        f"{detector.image_size}x{detector.image_size} (world.size)")  # fmt: skip
+
+
+def check_classes(detector: Detector, rows: list[dict], source: str) -> None:
+    """Refuse prompts that name classes the detector cannot detect (they would be judged absent: a
+    reward of zero and a failed verdict for every image, whatever the model draws).
+
+    Raises:
+        UserError: Naming `source`, the classes, and the detector's classes.
+    """
+    from elborl.errors import UserError
+    from elborl.geneval_io import metadata_classes
+
+    unknown = metadata_classes(rows) - detector.classes
+    if unknown:
+        raise UserError(
+            f"{source}: the metadata names classes the '{detector.name}' detector cannot detect: "
+            f"{', '.join(sorted(unknown))} (it detects: {', '.join(sorted(detector.classes))}; geneval.detector)"
+        )
+
+
 def build_detector(name: str, spec: WorldSpec) -> Detector:
     """Instantiate a detector by name.
 

@@ -1,4 +1,6 @@
-"""The `elborl` command line. Bad input prints one `error:` message and exits with code 2."""
+"""The `elborl` command line. Bad input prints one `error:` message and exits with code 2.
+
+It lives beside the Prefect flows it starts (`pipeline/`); the library (`elborl/`) never imports it."""
 
 from __future__ import annotations
 
@@ -124,7 +126,7 @@ def ceiling(
 
 @app.command("sample")
 def sample_cmd(
-    model: Annotated[Path, typer.Option(help="Model folder: a tiny model or a local diffusers SD3 folder.")],
+    model: Annotated[Path, typer.Option(help="Model folder: tiny, a local diffusers SD3 folder, or a stage's output.")],
     metadata: Annotated[Path, typer.Option(help="GenEval metadata JSONL.")],
     out: Annotated[Path, typer.Option(help="Output folder (GenEval layout).")],
     images_per_prompt: Annotated[int, typer.Option(min=1, help="Images per prompt.")] = 4,
@@ -134,20 +136,25 @@ def sample_cmd(
     cfg: Annotated[float, typer.Option(help="CFG scale (1.0 = off).")] = 1.0,
     shift: Annotated[float, typer.Option(help="Timestep shift.")] = 1.0,
     noise_level: Annotated[float, typer.Option(help="flow_sde noise level a.")] = 0.7,
-    resolution: Annotated[int, typer.Option(help="Image side for SD3 models.")] = 512,
+    resolution: Annotated[int | None, typer.Option(help="Image side for SD3 models [model.resolution].")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per forward pass.")] = 64,
+    device: Annotated[str | None, typer.Option(help="Torch device (default: cuda when available).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Sample images for GenEval metadata with a model, in GenEval's folder layout."""
 
     from elborl.evaluation import sample_layout
     from elborl.geneval_io import read_metadata_jsonl
-    from elborl.models import load_model
+    from elborl.models.factory import sampling_policy
     from elborl.sampling import SAMPLERS
 
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, found {sampler!r}")
+    cfg = (load_params(params) if params.is_file() else Params()).model
+    if resolution is not None:
+        cfg = cfg.model_copy(update={"resolution": resolution})
     rows = read_metadata_jsonl(metadata)
-    policy = load_model(model, resolution)
+    policy = sampling_policy(model, cfg, _device(device))
 
     sample_layout(policy, rows, out, images_per_prompt, seed, batch_size, sampler=sampler, steps=steps, shift=shift,
                   cfg_scale=cfg, noise_level=noise_level)  # fmt: skip
@@ -195,9 +202,12 @@ def base(
     if train:
         _pretrain(p, out or Path("build/base"), steps, device, warm_start)
         return
+    from elborl.models.factory import check_model
+
+    check_model(p.model.path, p.model)  # missing weights stop here, before Prefect starts
     from pipeline.stages import base_flow
 
-    base_flow(str(params), str(prompts), str(out or Path("data/base")))
+    base_flow(str(params), str(prompts), str(out or Path("data/base")), _device(device))
 
 
 def _pretrain(p: Params, out: Path, steps: int | None, device: str | None, warm_start: Path | None) -> None:
@@ -243,21 +253,18 @@ def train_cmd(
     for path in (prompts / "train.jsonl", prompts / "test.jsonl"):
         if not path.is_file():
             raise UserError(f"{path}: not found (run the `prompts` stage first)")
-    from elborl.models.tiny import check_tiny_folder
+    from elborl.models.factory import check_model
 
-    check_tiny_folder(base)
+    check_model(base, p.model, "--base")
     if "://" in p.train.checkpoints:  # an unreachable S3 endpoint fails here, before Prefect starts
         from elborl import storage
 
         storage.exists(p.train.checkpoints, p.storage.options())
     if epochs is not None:
         params = _override(params, out, "train", {"epochs": epochs})
-    import torch
-
     from pipeline.train import train_flow
 
-    device = device or ("cuda" if torch.cuda.is_available() else None)
-    train_flow(str(params), str(prompts), str(base), str(out), device)
+    train_flow(str(params), str(prompts), str(base), str(out), _device(device))
 
 
 @app.command()
@@ -267,14 +274,21 @@ def evaluate(
     base: Annotated[Path, typer.Option(help="Base model folder, scored for comparison.")] = Path("data/base/model"),
     run: Annotated[Path, typer.Option(help="The train run.json (MLflow run id).")] = Path("data/train/run.json"),
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data/eval"),
+    device: Annotated[str | None, typer.Option(help="Torch device (default: cuda when available).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """The `evaluate` stage: strict GenEval of the trained and base models, plots, registry."""
     p = load_params(params)
     _spec(p)
+    from elborl.models.factory import check_model
+
+    check_model(base, p.model, "--base")
+    check_model(model, p.model, "--model")
+    if not prompts.is_file():
+        raise UserError(f"{prompts}: not found (run the `prompts` stage first)")
     from pipeline.evaluate import evaluate_flow
 
-    evaluate_flow(str(params), str(prompts), str(model), str(base), str(run), str(out))
+    evaluate_flow(str(params), str(prompts), str(model), str(base), str(run), str(out), _device(device))
 
 
 @app.command()
@@ -284,6 +298,13 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     from pipeline.deploy import serve as serve_deployment
 
     serve_deployment(p.schedule)
+
+
+def _device(device: str | None) -> str | None:
+    """The torch device a command runs on: the option, else cuda when there is one, else the CPU."""
+    import torch
+
+    return device or ("cuda" if torch.cuda.is_available() else None)
 
 
 def _override(params: Path, out: Path, section: str, values: dict) -> Path:
