@@ -30,12 +30,15 @@ class LoraSpec:
         alpha: lora_alpha (scale alpha / r).
         init: peft's init_lora_weights: "gaussian" (reference code) or True (zeros for B, Kaiming A).
         targets: Module names to adapt (the attention projections).
+        seed: Seed of the adapters' random init: every run of the same params starts from the same
+            adapters (and a resumed run, whose adapters a checkpoint overwrites, matches a straight one).
     """
 
     rank: int = 32
     alpha: int = 64
     init: str | bool = "gaussian"
     targets: tuple[str, ...] = field(default=tuple(LORA_TARGETS))
+    seed: int = 0
 
     def peft_config(self):
         from peft import LoraConfig
@@ -56,8 +59,10 @@ class LoraWeights:
     def __init__(self, net: torch.nn.Module, spec: LoraSpec):
         self.net = net
         net.requires_grad_(False)
-        net.add_adapter(spec.peft_config(), adapter_name="current")
-        net.add_adapter(spec.peft_config(), adapter_name="old")
+        with torch.random.fork_rng(devices=[]):  # seeded init, without touching the caller's RNG
+            torch.manual_seed(spec.seed)
+            net.add_adapter(spec.peft_config(), adapter_name="current")
+            net.add_adapter(spec.peft_config(), adapter_name="old")
         self._pairs = self._adapter_pairs()
         with torch.no_grad():  # theta_old starts equal to theta
             for cur, old in self._pairs:
