@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/de
 from bench.pool import make_pool
 from bench.report import rate_scores, read_rows, write_summary
 from bench.throughput import matmul_gflops
-from elborl.config import Params
+from elborl.config import Params, route_overrides
 from elborl.evaluation import score_images
 from elborl.io import atomic_write_text
-from elborl.train import Trainer
+from elborl.train import Trainer, fit
 from elborl.world.prompts import make_prompt_sets
 from elborl.world.spec import WorldSpec
 from stages.train import build_trainer, history_csv, sample_test_images
@@ -99,33 +99,35 @@ def run(name: str, lr: float, seed: int, args, rows, test_rows, world) -> list[d
     """One RL run; returns its evaluation rows (epoch 0 = the base, evaluated once: every run starts
     from the same weights and evaluates on the same noises)."""
     train = {**args.train, **CONFIGS[name], "lr": lr, "seed": seed}
-    params = Params.model_validate({"train": train, "world": world})
+    params = Params.model_validate({**route_overrides(train), "world": world})
     trainer = build_trainer(params, args.base, rows, args.device)
     background = tuple(params.world.background)
     common = {"config": name, "lr": lr, "seed": seed}
     if not _BASE_EVAL:
         _BASE_EVAL.update(evaluate(trainer, test_rows, background))
     out = [{**common, "epoch": 0, "wall_s": 0.0, "images": 0, "reward": np.nan, **_BASE_EVAL}]
-    wall = rollout_s = update_s = 0.0
-    epoch = images = 0
+    acc = {"wall": 0.0, "rollout_s": 0.0, "update_s": 0.0, "images": 0, "last": False}
 
-    def over() -> bool:  # read once per epoch: the loop stops exactly after the epoch evaluated as last
-        return wall >= args.budget or epoch >= args.max_epochs or time.time() >= args.stop_at
+    def over(epochs: int) -> bool:  # read once per epoch: the loop stops exactly after the epoch evaluated as last
+        return acc["wall"] >= args.budget or epochs >= args.max_epochs or time.time() >= args.stop_at
 
-    last = over()
-    while not last:
-        m = trainer.epoch(epoch)
-        epoch += 1
-        wall += m["rollout_s"] + m["update_s"]
-        rollout_s, update_s, images = rollout_s + m["rollout_s"], update_s + m["update_s"], images + m["images"]
-        last = over()
-        if epoch % args.eval_every == 0 or last:
-            row = {**common, "epoch": epoch, "wall_s": wall, "images": images, "reward": m["reward_mean"],
-                   "rollout_img_s": images / rollout_s, "update_samples_s": images / update_s,
+    def after_epoch(epoch: int, m: dict) -> None:
+        for k in ("rollout_s", "update_s"):
+            acc[k] += m[k]
+        acc["wall"] += m["rollout_s"] + m["update_s"]
+        acc["images"] += m["images"]
+        acc["last"] = over(epoch + 1)
+        if (epoch + 1) % args.eval_every == 0 or acc["last"]:
+            row = {**common, "epoch": epoch + 1, "wall_s": acc["wall"], "images": acc["images"],
+                   "reward": m["reward_mean"], "rollout_img_s": acc["images"] / acc["rollout_s"],
+                   "update_samples_s": acc["images"] / acc["update_s"],
                    **evaluate(trainer, test_rows, background)}  # fmt: skip
             out.append(row)
-            print(f"  {name} lr {lr:g} seed {seed}: epoch {epoch} {wall:.0f}s test {row['score']:.3f} "
+            print(f"  {name} lr {lr:g} seed {seed}: epoch {epoch + 1} {acc['wall']:.0f}s test {row['score']:.3f} "
                   f"drift {row['background_drift']:.3f}", flush=True)  # fmt: skip
+
+    if not over(0):
+        fit(trainer, args.max_epochs, after_epoch=after_epoch, stop=lambda e, m: acc["last"], log=None)
     return out
 
 

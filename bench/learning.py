@@ -23,10 +23,10 @@ import time
 import numpy as np
 import torch
 
-from elborl.config import Params
+from elborl.config import Params, route_overrides
 from elborl.models.generate import generate, image_seed
 from elborl.rewards.geneval import partial_credit, select
-from elborl.train import Trainer, ema_weights
+from elborl.train import Trainer, ema_weights, fit
 from elborl.world.prompts import draw_tag_balanced, make_prompt_sets
 from elborl.world.spec import WorldSpec
 from stages.train import build_trainer
@@ -61,24 +61,22 @@ def learning_test_rows(params: Params) -> list[dict]:
 def paired_gain(train: dict, base: str, epochs: int, seeds: int = 32) -> tuple[float, list[dict]]:
     """Train `epochs` epochs on `learning_test_rows`; return the paired reward gain of the EMA weights on
     `seeds` fixed noises per prompt, and the per-epoch metrics."""
-    params = Params.model_validate({"train": train})
+    params = Params.model_validate(route_overrides(train))
     rows = learning_test_rows(params)
     trainer = build_trainer(params, base, rows)
     before = probe(trainer, rows, seeds)
-    metrics = [trainer.epoch(e) for e in range(epochs)]
+    metrics = fit(trainer, epochs, log=None)
     return float((probe(trainer, rows, seeds) - before).mean()), metrics
 
 
 def run(train: dict, base: str, prompts: int, group: int, epochs: int, seeds: int) -> dict:
-    params = Params.model_validate({"train": {"prompts_per_epoch": prompts, "group_size": group, **train}})
+    params = Params.model_validate(route_overrides({"prompts_per_epoch": prompts, "group_size": group, **train}))
     spec = WorldSpec.from_config(params.world)
     rows = draw_tag_balanced(make_prompt_sets(spec, params.prompts)[0], prompts, np.random.default_rng(123))
     trainer = build_trainer(params, base, rows)
     start = time.perf_counter()
     before = probe(trainer, rows, seeds)
-    kl = float("nan")
-    for epoch in range(epochs):
-        kl = trainer.epoch(epoch)["kl"]
+    kl = fit(trainer, epochs, log=None)[-1]["kl"]
     diff = probe(trainer, rows, seeds) - before
     return {"config": json.dumps(train), "before": before.mean(), "after": before.mean() + diff.mean(),
             "gain": diff.mean(), "se": diff.std(ddof=1) / np.sqrt(len(diff)), "kl": kl,

@@ -4,12 +4,14 @@ so an epoch run from a checkpoint gives the same weights as one run straight thr
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from elborl import checkpoint
 from elborl.config import TrainConfig
@@ -84,36 +86,39 @@ class Trainer:
         return state
 
 
-def train(
-    policy,
-    rows: list[dict],
-    detector: Detector,
-    cfg: TrainConfig,
-    rules: Rules = DEFAULT_RULES,
-    on_epoch: Callable[[int, dict], None] | None = None,
-    log: Callable[[str], None] = print,
-):
-    """Run `cfg.epochs` epochs of rollout -> reward -> update in memory (the pipeline's `train` flow
-    runs the same epochs as cached, checkpointed Prefect tasks).
+def fit(
+    trainer: Trainer,
+    epochs: int,
+    run_epoch: Callable[[int], dict] | None = None,
+    after_epoch: Callable[[int, dict], None] | None = None,
+    stop: Callable[[int, dict], bool] | None = None,
+    log: Callable[[str], None] | None = print,
+) -> list[dict]:
+    """The epoch loop, the one every caller runs (the pipeline's flow, the benchmarks, in-memory runs):
+    for each epoch after the trainer's last, rollout -> reward -> update, one log line, then the
+    caller's hook, until `epochs` or `stop`.
 
     Args:
-        policy: A `Policy`.
-        rows: Train prompts (GenEval metadata).
-        detector: Judge of the rollouts.
-        cfg: The `train` params section.
-        rules: GenEval options.
-        on_epoch: Called with (epoch, metrics) after each epoch (e.g. evaluation, checkpointing).
-        log: One line per epoch.
+        trainer: The live run (`trainer.epochs_done` epochs behind it).
+        epochs: Total epochs of the run.
+        run_epoch: Runs one epoch and returns its metrics (default `trainer.epoch`; the pipeline's
+            flow runs it as a cached, checkpointed Prefect task).
+        after_epoch: Called with (epoch, metrics) after each epoch (evaluation, bookkeeping).
+        stop: Called with (epoch, metrics) after `after_epoch`; True ends the run there.
+        log: Receives each epoch's line (None: silent).
 
     Returns:
-        (history, ema): per-epoch metrics and the EMA of the trained weights.
+        The metrics of the epochs run, in order.
     """
-    trainer = Trainer(policy, rows, detector, cfg, rules)
     history = []
-    for epoch in range(cfg.epochs):
-        metrics = trainer.epoch(epoch)
+    first = trainer.epochs_done
+    for epoch in tqdm(range(first, epochs), desc="train", unit="epoch", disable=not sys.stderr.isatty()):
+        metrics = (run_epoch or trainer.epoch)(epoch)
         history.append(metrics)
-        log(epoch_line(epoch, cfg.epochs, metrics))
-        if on_epoch:
-            on_epoch(epoch, metrics)
-    return history, trainer.ema
+        if log:
+            log(epoch_line(epoch, epochs, metrics))
+        if after_epoch:
+            after_epoch(epoch, metrics)
+        if stop and stop(epoch, metrics):
+            break
+    return history

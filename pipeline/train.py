@@ -13,14 +13,12 @@ MLflow: the run tagged with the run key is reused on resume; tasks log to it by 
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from prefect import flow, get_run_logger, task
-from tqdm import tqdm
 
 from elborl import checkpoint, storage, tracking
 from elborl.config import load_params
@@ -29,7 +27,7 @@ from elborl.geneval_io import read_metadata_jsonl
 from elborl.grid import image_grid
 from elborl.models.generate import generate, image_seed
 from elborl.storage import StorageOptions
-from elborl.train import Trainer, ema_weights, epoch_line
+from elborl.train import Trainer, ema_weights, fit
 from pipeline.results import result_storage
 from stages import train as stage
 
@@ -114,15 +112,19 @@ def _sample_grid(trainer: Trainer, rows: list[dict], n: int = 16) -> np.ndarray:
 
 
 def _epochs(task_, key: str, epochs: int, base_digest: str) -> list[dict]:
-    """Call the epoch tasks in order, chaining each one's checkpoint digest into the next one's key."""
-    logger = get_run_logger()
-    digest, ckpt, results = base_digest, None, []
-    for epoch in tqdm(range(epochs), desc="train", unit="epoch", disable=not sys.stderr.isatty()):
-        result = task_(key, epoch, digest, ckpt)
-        digest, ckpt = result["digest"], result["checkpoint"]
+    """The epoch loop (`elborl.train.fit`) with each epoch a cached task, chaining each one's checkpoint
+    digest into the next one's key."""
+    chain = {"digest": base_digest, "checkpoint": None}
+    results = []
+
+    def run_epoch(epoch: int) -> dict:
+        result = task_(key, epoch, chain["digest"], chain["checkpoint"])
+        chain.update(digest=result["digest"], checkpoint=result["checkpoint"])
         results.append(result)
-        logger.info(epoch_line(epoch, epochs, result["metrics"]))
-    _continue_from(_LIVE[key], epochs, ckpt, digest)  # every epoch may have come from the cache
+        return result["metrics"]
+
+    fit(_LIVE[key].trainer, epochs, run_epoch, log=get_run_logger().info)
+    _continue_from(_LIVE[key], epochs, chain["checkpoint"], chain["digest"])  # every epoch may have been cached
     return results
 
 

@@ -72,8 +72,9 @@ def resolve(path: str | Path) -> ModelRef:
             meta = json.loads(pointer.read_text())
             base, weights = Path(meta["base"]), meta.get("weights")
         except (ValueError, KeyError, TypeError) as err:
-            raise UserError(f"{pointer}: expected JSON with 'kind' and 'base', found an unreadable file ({err})") \
-                from None
+            raise UserError(
+                f"{pointer}: expected JSON with 'kind' and 'base', found an unreadable file ({err})"
+            ) from None
         if weights not in (None, "lora", "transformer"):
             raise UserError(f"{pointer}: weights: expected 'lora' or 'transformer', found {weights!r}")
         check_sd3_folder(base)
