@@ -1,4 +1,4 @@
-"""Compute-to-target (ARCHITECTURE.md section 6): when does each run first reach a score, and how do
+"""Compute-to-target (docs/ARCHITECTURE.md section 6): when does each run first reach a score, and how do
 configurations compare to the reference by their medians over seeds."""
 
 from __future__ import annotations

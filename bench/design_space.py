@@ -1,4 +1,4 @@
-"""Design-space benchmark (ARCHITECTURE.md section 6): compute-to-target of every estimator x objective
+"""Design-space benchmark (docs/ARCHITECTURE.md section 6): compute-to-target of every estimator x objective
 x sampler on the embedded world, from the same base, same prompts, same seeds, same machine.
 
 For each configuration with more than one candidate rate (`LRS`): a learning-rate sweep on seed 0

@@ -23,8 +23,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/group_signal.py` from anywhere
 
 from elborl.config import Params
+from elborl.models.factory import sampling_policy
 from elborl.models.generate import generate, image_seed
-from elborl.models.tiny import TinyT2I
 from elborl.rewards.detectors import build_detector
 from elborl.rewards.geneval import Rules, evaluate, partial_credit, select
 from elborl.world.prompts import TAGS, make_prompt_sets
@@ -49,7 +49,7 @@ def group_signal(rewards: np.ndarray, correct: np.ndarray) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="assets/base", help="model folder (TinyT2I.save_pretrained)")
+    ap.add_argument("--model", default="assets/base", help="model folder (any kind: tiny, SD3, a stage's output)")
     ap.add_argument("--prompts", type=int, default=24, help="train prompts per tag (P)")
     ap.add_argument("--group", type=int, default=8, help="images per prompt (G)")
     ap.add_argument("--seed", type=int, default=0)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = WorldSpec.from_config(params.world)
     rows, _ = make_prompt_sets(spec, params.prompts)
     detector, rules = build_detector(params.geneval.detector, spec), Rules.from_config(params.geneval)
-    model = TinyT2I.from_pretrained(args.model).eval()
+    model = sampling_policy(args.model, params.model)
     rng = np.random.default_rng(args.seed)
     start = time.perf_counter()
     print(f"{args.model}: {args.prompts} train prompts per tag x {args.group} images, dpm2 {params.train.steps} steps")

@@ -11,8 +11,9 @@ import time
 
 import torch
 
+from elborl.models.factory import sampling_policy
 from elborl.models.generate import generate
-from elborl.models.tiny import TinyConfig, TinyT2I
+from elborl.models.tiny import TinyConfig, TinyT2I, tiny_policy
 
 
 def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
@@ -33,8 +34,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
 
-    model = TinyT2I.from_pretrained(args.model) if args.model else TinyT2I.create(TinyConfig())
-    model.eval()
+    model = sampling_policy(args.model) if args.model else tiny_policy(TinyT2I.create(TinyConfig()), "frozen")
     prompts = ["a photo of a red circle and a blue square"] * args.batch
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"{sum(p.numel() for p in model.transformer.parameters()) / 1e6:.2f} M transformer parameters")  # fmt: skip

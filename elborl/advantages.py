@@ -1,4 +1,4 @@
-"""Advantages per prompt group (ARCHITECTURE.md section 2.4)."""
+"""Advantages per prompt group (docs/ARCHITECTURE.md section 2.4)."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ class Section(BaseModel):
 
 
 class WorldConfig(Section):
-    """The embedded "shapes" world: what scenes look like (ARCHITECTURE.md section 4)."""
+    """The embedded "shapes" world: what scenes look like (docs/ARCHITECTURE.md section 4)."""
 
     size: int = Field(32, ge=24, le=64, description="Canvas side in pixels; images are size x size RGB.")
     classes: list[ShapeName] = Field(
@@ -192,7 +192,7 @@ class BaseConfig(Section):
 
 
 class TrainConfig(Section):
-    """The `train` stage: RL fine-tuning, every point of the design space (ARCHITECTURE.md section 2)."""
+    """The `train` stage: RL fine-tuning, every point of the design space (docs/ARCHITECTURE.md section 2)."""
 
     estimator: Literal["elbo", "trajectory"] = Field("elbo", description="Likelihood estimator.")
     objective: Literal["epg", "epg_noratio", "pepg", "pepg_noratio", "par", "par_noratio", "grpo", "nft"] = Field(

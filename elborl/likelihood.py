@@ -1,4 +1,4 @@
-"""Likelihood estimators of a final sample x0 (ARCHITECTURE.md section 2.5), per term.
+"""Likelihood estimators of a final sample x0 (docs/ARCHITECTURE.md section 2.5), per term.
 
 - `elbo`: one ELBO term from one draw (t, eps); `elbo_terms` draws K timesteps from the sampler's
   grid with a fresh eps each and evaluates current, old and ref at the SAME x_t.
@@ -140,7 +140,7 @@ def trajectory_terms(
     noise_level: float,
     need_ref: bool = True,
 ) -> Iterator[LikelihoodTerm]:
-    """FlowGRPO's per-step terms of a stored `flow_sde` rollout x_0 ... x_N (ARCHITECTURE.md 2.5).
+    """FlowGRPO's per-step terms of a stored `flow_sde` rollout x_0 ... x_N (docs/ARCHITECTURE.md 2.5).
 
     E_i = log N(x_{i+1}; mu_theta(x_i), s_i^2 |dt| I) / D, recomputed under current (grad) and old
     (no grad). The KL is FlowGRPO's Gaussian-mean form mean_d ||mu_theta - mu_ref||^2 / (2 s^2 |dt|).

@@ -1,4 +1,4 @@
-"""Policy-gradient objectives (ARCHITECTURE.md section 2.6), chosen by name.
+"""Policy-gradient objectives (docs/ARCHITECTURE.md section 2.6), chosen by name.
 
 Each takes one term's log-likelihoods logp (with grad) and logp_old (without), the advantages A
 (all (B,)) and the train config, and returns a scalar loss to minimise. rho = exp(l), l = logp -

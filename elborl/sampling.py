@@ -1,6 +1,6 @@
 """Samplers for rectified flow, shared by every model: `euler` and `dpm2` ODEs, the `flow_sde` SDE.
 
-Notation (ARCHITECTURE.md section 2): x_t = (1 - t) x0 + t eps, t = 1 is noise, the model predicts
+Notation (docs/ARCHITECTURE.md section 2): x_t = (1 - t) x0 + t eps, t = 1 is noise, the model predicts
 v = eps - x0. A sampler walks a grid 1 = t_0 > t_1 > ... > t_N = 0 and returns x at t_N. The model
 enters as `velocity(x, t) -> v` with t of shape (B,), so classifier-free guidance, weight sets and
 conditioning live with the caller (`guided` builds a CFG velocity).
@@ -79,7 +79,7 @@ def flow_sde_step(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One FlowGRPO SDE step (ARCHITECTURE.md section 2.5) and its Gaussian log-density.
+    """One FlowGRPO SDE step (docs/ARCHITECTURE.md section 2.5) and its Gaussian log-density.
 
     sigma = t, dt = t_next - t < 0, s = a sqrt(sigma / (1 - sigma')) with sigma' = sigma except at
     sigma = 1, where sigma' = t_next (the grid's second point: FlowGRPO's guard against 1 / 0);

@@ -1,5 +1,5 @@
 """The policy update of one epoch: advantages, likelihood terms, loss, accumulate, clip, step, then
-the sampling-policy soft update and the EMA (ARCHITECTURE.md sections 2.4-2.8)."""
+the sampling-policy soft update and the EMA (docs/ARCHITECTURE.md sections 2.4-2.8)."""
 
 from __future__ import annotations
 

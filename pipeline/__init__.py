@@ -1,4 +1,4 @@
-"""Prefect flows and deployments that run the DVC stages (ARCHITECTURE.md section 5)."""
+"""Prefect flows and deployments that run the DVC stages (docs/ARCHITECTURE.md section 5)."""
 
 import os
 

@@ -68,3 +68,34 @@ def test_background_too_close_to_a_colour(cli, tmp_path):
     p.write_text(yaml.safe_dump({"world": {"background": [230, 30, 30]}}))
     code, _, err = cli("world", "spec", "--params", p)
     assert code == 2 and "world.background: expected an RGB at least 80 from every colour anchor" in err
+
+
+def test_the_sd35m_recipe_is_valid_and_is_the_reference_recipe():
+    p = load_params(ROOT / "configs" / "sd35m_geneval.yaml")
+    m, t, e = p.model, p.train, p.evaluate
+    assert (m.kind, m.resolution, m.dtype, m.finetune, m.lora_rank, m.lora_alpha) == (
+        "sd3",
+        512,
+        "bfloat16",
+        "lora",
+        32,
+        64,
+    )
+    assert (t.estimator, t.objective, t.sampler, t.weighting, t.advantages) == (
+        "elbo",
+        "epg",
+        "dpm2",
+        "adaptive",
+        "exact",
+    )
+    assert (t.prompts_per_epoch, t.group_size, t.steps, t.shift, t.cfg_scale, t.lr, t.epochs) == (
+        48,
+        24,
+        10,
+        3.0,
+        1.0,
+        3e-4,
+        360,
+    )
+    assert (e.sampler, e.steps, e.shift, e.images_per_prompt) == ("euler", 40, 3.0, 4)
+    assert p.prompts.source == "geneval"

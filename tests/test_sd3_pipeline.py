@@ -192,3 +192,13 @@ def test_missing_sd3_weights_stop_the_stage_before_any_work(tmp_path, sd3_folder
     assert code == 2 and "nowhere: --base: model folder not found" in err and not (tmp_path / "train").exists()
     code, _, err = cli("config", "check", "--params", params)
     assert code == 0  # the params are valid: only the folder is incomplete
+
+
+def test_coco_prompts_are_refused_by_a_detector_that_cannot_judge_them(tmp_path, sd3_folder, cli):
+    """The recipe's GenEval prompts with the shapes detector: one error naming the classes and the key,
+    before the base is placed (never a reward that is always zero)."""
+    params = _params(tmp_path / "p", sd3_folder, "lora")
+    official = ROOT / "assets" / "geneval" / "evaluation_metadata.jsonl"
+    code, _, err = cli("base", "--params", params, "--prompts", official, "--out", tmp_path / "base")
+    assert code == 2 and "detector cannot detect: airplane, apple" in err and "geneval.detector" in err
+    assert not (tmp_path / "base").exists()

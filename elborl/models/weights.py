@@ -164,7 +164,7 @@ class FrozenWeights:
 
 
 def soft_update_old(weights: LoraWeights | FullWeights | FrozenWeights, decay: float) -> None:
-    """theta_old <- decay theta_old + (1 - decay) theta (ARCHITECTURE.md section 2.8)."""
+    """theta_old <- decay theta_old + (1 - decay) theta (docs/ARCHITECTURE.md section 2.8)."""
     with torch.no_grad():
         for cur, old in weights.old_pairs():
             old.lerp_(cur, 1 - decay)

@@ -1,4 +1,4 @@
-"""The embedded "shapes" world: spec, prompt generator and renderer (ARCHITECTURE.md section 4)."""
+"""The embedded "shapes" world: spec, prompt generator and renderer (docs/ARCHITECTURE.md section 4)."""
 
 from elborl.world.spec import COLORS, WorldSpec
 
