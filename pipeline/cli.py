@@ -150,11 +150,11 @@ def sample_cmd(
 
     if sampler not in SAMPLERS:
         raise UserError(f"--sampler: expected one of {', '.join(SAMPLERS)}, found {sampler!r}")
-    cfg = (load_params(params) if params.is_file() else Params()).model
+    model_cfg = (load_params(params) if params.is_file() else Params()).model
     if resolution is not None:
-        cfg = cfg.model_copy(update={"resolution": resolution})
+        model_cfg = model_cfg.model_copy(update={"resolution": resolution})
     rows = read_metadata_jsonl(metadata)
-    policy = sampling_policy(model, cfg, _device(device))
+    policy = sampling_policy(model, model_cfg, _device(device))
 
     sample_layout(policy, rows, out, images_per_prompt, seed, batch_size, sampler=sampler, steps=steps, shift=shift,
                   cfg_scale=cfg, noise_level=noise_level)  # fmt: skip

@@ -61,7 +61,8 @@ def check_classes(detector: Detector, rows: list[dict], source: str) -> None:
     if unknown:
         raise UserError(
             f"{source}: the metadata names classes the '{detector.name}' detector cannot detect: "
-            f"{', '.join(sorted(unknown))} (it detects: {', '.join(sorted(detector.classes))}; geneval.detector)"
+            f"{', '.join(sorted(unknown))} (it detects: {', '.join(sorted(detector.classes))}); geneval.detector "
+            "chooses the detector"
         )
 
 
