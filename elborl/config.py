@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from elborl.errors import UserError
 
 ShapeName = Literal["circle", "square", "triangle", "cross", "diamond"]
-DetectorName = Literal["shapes"]
+DetectorName = Literal["shapes", "mask2former"]
 
 
 class Section(BaseModel):
@@ -95,7 +95,23 @@ class PromptsConfig(Section):
 class GenEvalConfig(Section):
     """GenEval's scoring options (djghosh13/geneval evaluate_images.py defaults)."""
 
-    detector: DetectorName = Field("shapes", description="Detector that turns an image into detections.")
+    detector: DetectorName = Field(
+        "shapes",
+        description="Detector that turns an image into detections: `shapes` (the embedded world) or "
+        "`mask2former` (COCO-80 on real images: Mask2Former + CLIP colour, as GenEval's official evaluator).",
+    )
+    detector_path: str | None = Field(
+        None,
+        description="mask2former: local transformers Mask2Former folder (config.json + model.safetensors), e.g. "
+        "`elborl geneval convert-mmdet` of the official mmdet checkpoint.",
+    )
+    clip_path: str | None = Field(
+        None,
+        description="mask2former: local transformers CLIP ViT-L/14 folder (OpenAI weights; config.json, "
+        "model.safetensors, tokenizer files) for the colour classifier.",
+    )
+    device: str | None = Field(None, description="mask2former's device (None = cuda when available, else cpu).")
+    batch_size: int = Field(8, ge=1, description="mask2former: images per detector forward.")
     threshold: float = Field(0.3, ge=0.0, lt=1.0, description="Detection score threshold (all tags but counting).")
     counting_threshold: float = Field(0.9, ge=0.0, lt=1.0, description="Detection score threshold for `counting`.")
     max_objects: int = Field(16, ge=1, description="Most detections kept per class, by score.")
@@ -103,6 +119,14 @@ class GenEvalConfig(Section):
     position_threshold: float = Field(
         0.1, ge=0.0, lt=0.5, description="Share of the two boxes' sizes removed from the centre offset."
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> GenEvalConfig:
+        if self.detector == "mask2former":
+            for key in ("detector_path", "clip_path"):
+                if getattr(self, key) is None:
+                    raise ValueError(f"{key}: expected a local folder for the mask2former detector, found None")
+        return self
 
 
 class CeilingConfig(Section):

@@ -22,8 +22,10 @@ app = typer.Typer(
 )
 config_app = typer.Typer(no_args_is_help=True, help="Inspect and validate params.yaml.")
 world_app = typer.Typer(no_args_is_help=True, help="The embedded shapes world.")
+geneval_app = typer.Typer(no_args_is_help=True, help="GenEval on real images (Mask2Former + CLIP).")
 app.add_typer(config_app, name="config")
 app.add_typer(world_app, name="world")
+app.add_typer(geneval_app, name="geneval")
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="The params file.")]
 
@@ -49,6 +51,17 @@ def config_check(params: ParamsOpt = Path("params.yaml")) -> None:
 def world_spec(params: ParamsOpt = Path("params.yaml")) -> None:
     """Print the world's spec as JSON."""
     typer.echo(json.dumps(_spec(load_params(params)).to_json(), indent=2))
+
+
+@geneval_app.command("convert-mmdet")
+def geneval_convert_mmdet(
+    checkpoint: Annotated[Path, typer.Argument(help="The official mmdet checkpoint (.pth) GenEval uses.")],
+    out: Annotated[Path, typer.Option(help="Folder for the transformers model (geneval.detector_path).")],
+) -> None:
+    """Convert GenEval's mmdet Mask2Former Swin-S checkpoint onto transformers' Mask2Former."""
+    from elborl.rewards.detectors.mmdet_convert import convert_checkpoint
+
+    typer.echo(f"converted {checkpoint} to {convert_checkpoint(checkpoint, out)}")
 
 
 @app.command()
@@ -101,7 +114,7 @@ def score(
     name = detector or p.geneval.detector
     if name not in DETECTORS:
         raise UserError(f"--detector: expected one of {', '.join(DETECTORS)}, found {name!r}")
-    rows, summary = score_folder(images, build_detector(name, _spec(p)), Rules.from_config(p.geneval))
+    rows, summary = score_folder(images, build_detector(name, _spec(p), p.geneval), Rules.from_config(p.geneval))
     write_scores(out, rows, summary)
     typer.echo(json.dumps(summary, indent=2))
 
@@ -222,7 +235,7 @@ def _pretrain(p: Params, out: Path, steps: int | None, device: str | None, warm_
     spec = _spec(p)
     cfg = p.base if steps is None else p.base.model_copy(update={"steps": steps})
     train_rows, test_rows = make_prompt_sets(spec, p.prompts)
-    detector = build_detector(p.geneval.detector, spec)
+    detector = build_detector(p.geneval.detector, spec, p.geneval)
     rules = Rules.from_config(p.geneval)
 
     def evaluate(model) -> dict:

@@ -24,7 +24,8 @@ def score_task(name: str, params_path: str, model: str, prompts: str, out: str, 
     """Strict GenEval of one model on the test prompts, and its block of the sample grid."""
     params = load_params(params_path)
     spec = WorldSpec.from_config(params.world)
-    detector, rules = build_detector(params.geneval.detector, spec), Rules.from_config(params.geneval)
+    detector = build_detector(params.geneval.detector, spec, params.geneval)
+    rules = Rules.from_config(params.geneval)
     rows = read_metadata_jsonl(prompts)
     check_classes(detector, rows, prompts)
     policy = build_policy(params.model, model, device, finetune="frozen")

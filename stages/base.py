@@ -47,7 +47,7 @@ def run_stage(params: Params, prompts: str | Path = "data/prompts/test.jsonl", o
     cfg, out = params.base, Path(out)
     spec = WorldSpec.from_config(params.world)
     test = read_metadata_jsonl(prompts)
-    detector = build_detector(params.geneval.detector, spec)
+    detector = build_detector(params.geneval.detector, spec, params.geneval)
     check_classes(detector, test, str(prompts))  # before the model is placed or loaded
     policy = build_policy(params.model, place_model(params, out / "model"), device, finetune="frozen")
     check_image_size(detector, policy.image_size, params.model.path)

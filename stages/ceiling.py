@@ -32,7 +32,7 @@ def run_stage(
 ) -> dict:
     """File I/O around `run`; prints and returns the summary."""
     spec = WorldSpec.from_config(params.world)
-    detector = build_detector(params.geneval.detector, spec)
+    detector = build_detector(params.geneval.detector, spec, params.geneval)
     out = Path(out)
     rows, summary = run(read_metadata_jsonl(prompts), spec, detector, Rules.from_config(params.geneval),
                         params.ceiling, out)  # fmt: skip

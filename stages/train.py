@@ -59,7 +59,8 @@ def build_trainer(params: Params, base: str | Path, train_rows: list[dict], devi
     """A fresh `Trainer` over the base model folder (any kind `params.model` names; LoRA or full)."""
     spec = WorldSpec.from_config(params.world)
     policy = build_policy(params.model, base, device)
-    detector, rules = build_detector(params.geneval.detector, spec), Rules.from_config(params.geneval)
+    detector = build_detector(params.geneval.detector, spec, params.geneval)
+    rules = Rules.from_config(params.geneval)
     check_image_size(detector, policy.image_size, str(base))
     check_classes(detector, train_rows, "train prompts")
     return Trainer(policy, train_rows, detector, params.train, rules)

@@ -1,7 +1,8 @@
 """Detectors behind one interface (image -> detections), chosen by name from a registry.
 
 A detector has `name`, `classes` (the class names it can detect), `image_size` (the side it expects,
-or None) and `detect(image: uint8 (H, W, 3)) -> list[Detection]`. Adding one = one factory here.
+or None) and `detect(image: uint8 (H, W, 3)) -> list[Detection]` (and may have `detect_batch`, which
+`detect_all` uses). Adding one = one factory here.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
+from elborl.config import GenEvalConfig
 from elborl.rewards.geneval import Detection
 from elborl.world.spec import WorldSpec
 
@@ -23,14 +25,29 @@ class Detector(Protocol):
     def detect(self, image: np.ndarray) -> list[Detection]: ...
 
 
-def _shapes(spec: WorldSpec) -> Detector:
+def _shapes(spec: WorldSpec, cfg: GenEvalConfig) -> Detector:
     from elborl.rewards.detectors.shapes import ShapesDetector
 
     return ShapesDetector(spec)
 
 
-#: name -> factory(world spec) -> detector.
-DETECTORS: dict[str, Callable[[WorldSpec], Detector]] = {"shapes": _shapes}
+def _mask2former(spec: WorldSpec, cfg: GenEvalConfig) -> Detector:
+    from elborl.rewards.detectors.mask2former import Mask2FormerDetector
+
+    return Mask2FormerDetector(cfg)
+
+
+#: name -> factory(world spec, geneval section) -> detector.
+DETECTORS: dict[str, Callable[[WorldSpec, GenEvalConfig], Detector]] = {
+    "shapes": _shapes,
+    "mask2former": _mask2former,
+}
+
+
+def detect_all(detector: Detector, images) -> list[list[Detection]]:
+    """Detections of each image, batched where the detector can batch."""
+    batch = getattr(detector, "detect_batch", None)
+    return batch(list(images)) if batch else [detector.detect(image) for image in images]
 
 
 def check_image_size(detector: Detector, size: int, source: str) -> None:
@@ -66,10 +83,16 @@ def check_classes(detector: Detector, rows: list[dict], source: str) -> None:
         )
 
 
-def build_detector(name: str, spec: WorldSpec) -> Detector:
+def build_detector(name: str, spec: WorldSpec, cfg: GenEvalConfig | None = None) -> Detector:
     """Instantiate a detector by name.
+
+    Args:
+        name: A `DETECTORS` key.
+        spec: The embedded world (the shapes detector's classes and colours).
+        cfg: The `geneval` section (mask2former's weights, device, batch size, thresholds).
 
     Raises:
         KeyError: Unknown name (the CLI validates names before calling).
+        UserError: Missing weights (the message names the param and the expected folder content).
     """
-    return DETECTORS[name](spec)
+    return DETECTORS[name](spec, cfg or GenEvalConfig())
