@@ -8,9 +8,9 @@ import numpy as np
 
 from elborl.geneval_io import write_layout
 from elborl.models.generate import generate, image_seed
-from elborl.rewards.detectors import Detector
+from elborl.rewards.detectors import Detector, detect_all
 from elborl.rewards.geneval import DEFAULT_RULES, Rules, summarize
-from elborl.rewards.scoring import score_image
+from elborl.rewards.scoring import judge
 
 
 def images_per_prompt_by_tag(rows: list[dict], images_per_prompt: int, min_images_per_tag: int) -> dict[str, int]:
@@ -65,10 +65,8 @@ def geneval_images(
 
 def score_images(images, metas: list[dict], detector: Detector, rules: Rules = DEFAULT_RULES) -> dict:
     """Strict GenEval summary of images with their metadata."""
-    results = [
-        {"tag": m["tag"], "correct": score_image(image, m, detector, rules)[0]}
-        for m, image in zip(metas, images, strict=True)
-    ]
+    found = detect_all(detector, images)  # batched where the detector can batch
+    results = [{"tag": m["tag"], "correct": judge(f, m, rules)[0]} for m, f in zip(metas, found, strict=True)]
     return summarize(results)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from elborl.config import TrainConfig
 from elborl.models.generate import image_seed, initial_noise, to_uint8
-from elborl.rewards.detectors import Detector
+from elborl.rewards.detectors import Detector, detect_all
 from elborl.rewards.geneval import DEFAULT_RULES, Rules, evaluate, partial_credit, select
 from elborl.sampling import guided, sample
 from elborl.world.prompts import draw_tag_balanced
@@ -83,8 +83,8 @@ def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int) -> Rollout:
 def reward(batch: Rollout, detector: Detector, kind: str = "partial", rules: Rules = DEFAULT_RULES) -> Rollout:
     """Judge each image: strict GenEval verdict, and the training reward (partial credit or strict)."""
     rewards, correct = [], []
-    for meta, image in zip(batch.metadata, batch.images, strict=True):
-        detected = select(detector.detect(image), meta["tag"], rules)
+    for meta, found in zip(batch.metadata, detect_all(detector, batch.images), strict=True):
+        detected = select(found, meta["tag"], rules)
         ok, _ = evaluate(detected, meta, rules)
         correct.append(ok)
         rewards.append(partial_credit(detected, meta, rules) if kind == "partial" else float(ok))

@@ -158,4 +158,4 @@ def test_render_bad_metadata_exit_2(cli, tmp_path, line, message):
 def test_unknown_detector_exit_2(cli, tmp_path, rendered):
     code, _, err = cli("score", "--images", rendered / "images", "--out", tmp_path, "--detector", "yolo",
                        "--params", PARAMS)  # fmt: skip
-    assert code == 2 and "--detector: expected one of shapes, found 'yolo'" in err
+    assert code == 2 and "--detector: expected one of shapes, mask2former, found 'yolo'" in err

@@ -15,11 +15,16 @@ from elborl.rewards.detectors import Detector, check_classes
 from elborl.rewards.geneval import DEFAULT_RULES, Rules, evaluate, select, summarize
 
 
-def score_image(image, metadata: dict, detector: Detector, rules: Rules) -> tuple[bool, str, dict]:
-    """Strict GenEval verdict for one image array: (correct, reason, detections kept per class)."""
-    detected = select(detector.detect(image), metadata["tag"], rules)
+def judge(detections: list, metadata: dict, rules: Rules) -> tuple[bool, str, dict]:
+    """Strict GenEval verdict of one image's detections: (correct, reason, detections kept per class)."""
+    detected = select(detections, metadata["tag"], rules)
     correct, reason = evaluate(detected, metadata, rules)
     return correct, reason, detected
+
+
+def score_image(image, metadata: dict, detector: Detector, rules: Rules) -> tuple[bool, str, dict]:
+    """Strict GenEval verdict for one image array: (correct, reason, detections kept per class)."""
+    return judge(detector.detect(image), metadata, rules)
 
 
 def score_folder(images: str | Path, detector: Detector, rules: Rules = DEFAULT_RULES) -> tuple[list[dict], dict]:
