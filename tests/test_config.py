@@ -33,7 +33,7 @@ def test_repo_params_validate_and_match_defaults():
             "p.yaml: world.max_object: expected 2 * max_object + 2 * gap <= size",
         ),
         ({"prompts": {"max_test_fraction": 1.5}}, "p.yaml: prompts.max_test_fraction: expected less than 1"),
-        ({"geneval": {"detector": "yolo"}}, "p.yaml: geneval.detector: expected 'shapes', found 'yolo'"),
+        ({"geneval": {"detector": "yolo"}}, "p.yaml: geneval.detector: expected 'shapes' or 'mask2former', found 'yolo'"),
         ([1, 2], "p.yaml: expected a mapping of sections, found list"),
     ],
 )
@@ -98,4 +98,4 @@ def test_the_sd35m_recipe_is_valid_and_is_the_reference_recipe():
         360,
     )
     assert (e.sampler, e.steps, e.shift, e.images_per_prompt) == ("euler", 40, 3.0, 4)
-    assert p.prompts.source == "geneval"
+    assert p.prompts.source == "geneval" and p.geneval.detector == "mask2former"
