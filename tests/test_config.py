@@ -33,7 +33,10 @@ def test_repo_params_validate_and_match_defaults():
             "p.yaml: world.max_object: expected 2 * max_object + 2 * gap <= size",
         ),
         ({"prompts": {"max_test_fraction": 1.5}}, "p.yaml: prompts.max_test_fraction: expected less than 1"),
-        ({"geneval": {"detector": "yolo"}}, "p.yaml: geneval.detector: expected 'shapes' or 'mask2former', found 'yolo'"),
+        (
+            {"geneval": {"detector": "yolo"}},
+            "p.yaml: geneval.detector: expected 'shapes' or 'mask2former', found 'yolo'",
+        ),
         ([1, 2], "p.yaml: expected a mapping of sections, found list"),
     ],
 )

@@ -1,5 +1,11 @@
 """GenEval's rules on hand-made detections: every clause type, boundary cases, the summary."""
 
+import json
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -130,6 +136,100 @@ def test_max_objects_and_nms():
     overlapping = [det("circle", 0, 0), det("circle", 1, 0, score=0.9), det("circle", 20, 0, score=0.8)]
     assert len(select(overlapping, "colors", Rules(max_overlap=0.5))["circle"]) == 2
     assert len(select(overlapping, "colors")["circle"]) == 3  # no NMS by default
+
+
+def test_ties_put_the_later_detection_first_as_geneval_does():
+    """GenEval orders a class by np.argsort(scores)[::-1]: among equal scores the later detection comes
+    first, and colour and position are judged on that class's top detections only."""
+    m = meta("colors", [{"class": "circle", "count": 1, "color": "red"}])  # a photo of a red circle
+    blue_then_red = [det("circle", 0, 0, score=1.0, color="blue"), det("circle", 20, 0, score=1.0, color="red")]
+    assert verdict(blue_then_red, m) == (True, "")
+    assert verdict(blue_then_red[::-1], m) == (False, "expected red circle>=1, found 0 red; and 1 blue")
+    # A higher score still comes first, wherever it is.
+    red_then_blue = [det("circle", 0, 0, score=1.0, color="red"), det("circle", 20, 0, score=0.99, color="blue")]
+    assert verdict(red_then_blue, m) == (True, "")
+    # The order is within the class: other classes' detections in between do not matter.
+    m2 = meta(
+        "position",
+        [{"class": "square", "count": 1}, {"class": "circle", "count": 1, "position": ["left of", 0]}],
+    )
+    left, right = det("square", 0, 0, score=1.0), det("square", 20, 0, score=1.0)
+    circle = det("circle", 10, 0)
+    assert verdict([left, circle, right], m2) == (True, "")  # target: the later square, right of the circle
+    assert verdict([right, circle, left], m2) == (False, "expected circle left of target, found right of target")
+    a, b, c, d = (det("circle", 12 * i, 0, score=s) for i, s in enumerate((1.0, 0.9, 1.0, 1.0)))
+    assert select([a, b, c, d], "colors")["circle"] == [d, c, a, b]
+
+
+def _official_order(ranked: list[int], scores: np.ndarray, threshold: float, max_objects: int = 16) -> list[int]:
+    """evaluate_image after its argsort: threshold (> threshold), then the cap (no NMS by default)."""
+    return [i for i in ranked if scores[i] > threshold][:max_objects]
+
+
+def _tied_arrays(rng, sizes, per_size=4):
+    """float32 score arrays (mmdet's dtype) with many ties: values drawn from a handful."""
+    values = np.array([0.2, 0.5, 0.95, 1.0], np.float32)
+    return [rng.choice(values, size=n) for n in sizes for _ in range(per_size)]
+
+
+def _select_indices(scores: np.ndarray, tag: str, rng) -> list[int]:
+    """`select`'s order for one class, as indices into `scores`; another class's detections in between."""
+    dets = [Detection("circle", (float(i), 0.0, i + 10.0, 10.0), float(s), "red") for i, s in enumerate(scores)]
+    for _ in range(len(dets) // 2):
+        dets.insert(int(rng.integers(len(dets) + 1)), det("square", 0, 0, score=1.0))
+    return [int(d.box[0]) for d in select(dets, tag).get("circle", [])]
+
+
+def test_select_order_is_reversed_stable_argsort_on_ties():
+    rng = np.random.default_rng(0)
+    for scores in _tied_arrays(rng, range(1, 25)):
+        ranked = np.argsort(scores, kind="stable")[::-1].tolist()
+        for tag, threshold in (("colors", 0.3), ("counting", 0.9)):
+            assert _select_indices(scores, tag, rng) == _official_order(ranked, scores, threshold), scores
+
+
+# evaluate_image's ordering line, run on the score column of an mmdet-style (n, 5) float32 array.
+_ARGSORT = """
+import json, sys
+import numpy as np
+try:
+    from numpy._core import _multiarray_umath as umath
+except ImportError:
+    from numpy.core import _multiarray_umath as umath
+orders = []
+for scores in json.load(sys.stdin):
+    bbox = np.zeros((len(scores), 5), np.float32)
+    bbox[:, 4] = scores
+    orders.append(np.argsort(bbox[:, 4])[::-1].tolist())
+active = [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]
+json.dump({"orders": orders, "active": active}, sys.stdout)
+"""
+
+
+@pytest.mark.skipif(platform.machine().lower() not in ("x86_64", "amd64"), reason="SIMD sorts switched off on x86")
+def test_select_order_matches_numpy_argsort_reversed():
+    """`select` against GenEval's own line, np.argsort(scores)[::-1], on tied arrays of up to 16 scores.
+
+    GenEval pins numpy 1.23.1, whose argsort sorts up to 16 elements by insertion sort (ties stay in
+    index order). Newer numpy sends argsort on x86 to a SIMD sort that keeps ties in no fixed order from
+    4 elements on (measured: 2.4.6, AVX-512 and AVX2 paths), so the line runs in a child numpy with its
+    SIMD dispatch switched off (NPY_DISABLE_CPU_FEATURES): numpy's scalar sort, the one 1.23 runs.
+    """
+    try:
+        from numpy._core import _multiarray_umath as umath
+    except ImportError:
+        from numpy.core import _multiarray_umath as umath
+    simd = [f for f in umath.__cpu_dispatch__ if umath.__cpu_features__.get(f)]
+    rng = np.random.default_rng(1)
+    arrays = _tied_arrays(rng, range(1, 17))
+    env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=" ".join(simd))
+    child = subprocess.run([sys.executable, "-c", _ARGSORT], input=json.dumps([a.tolist() for a in arrays]),
+                           capture_output=True, text=True, env=env, check=True)  # fmt: skip
+    reply = json.loads(child.stdout)
+    assert reply["active"] == [], reply["active"]
+    for scores, ranked in zip(arrays, reply["orders"], strict=True):
+        for tag, threshold in (("colors", 0.3), ("counting", 0.9)):
+            assert _select_indices(scores, tag, rng) == _official_order(ranked, scores, threshold), scores
 
 
 def test_summary_is_mean_of_tag_means():

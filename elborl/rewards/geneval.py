@@ -69,16 +69,26 @@ def _iou(a: Box, b: Box) -> float:
 
 
 def select(detections: Iterable[Detection], tag: str, rules: Rules = DEFAULT_RULES) -> dict[str, list[Detection]]:
-    """Keep detections as GenEval does: per class, sorted by score, score > threshold, capped, NMS.
+    """Keep detections as GenEval does: per class, ordered by score, score > threshold, capped, NMS.
 
-    The threshold is `counting_threshold` for the `counting` tag and `threshold` otherwise.
+    The threshold is `counting_threshold` for the `counting` tag and `threshold` otherwise. Among
+    equal scores the LATER detection (in the order of `detections`) comes first, as in GenEval's
+    `ordering = np.argsort(bbox[index][:, 4])[::-1]` under the numpy its environment.yml pins (1.23.1):
+    that argsort sorts a class's scores by insertion sort when there are at most 16 of them, which
+    keeps ties in index order, and the reversal puts the later one first (measured with numpy 1.23.5,
+    and with numpy 2.4's scalar sort). Colour and position verdicts only look at a class's top-`count`
+    detections, so this order decides verdicts when scores tie. Not reproduced: ties in a class of more
+    than 16 detections, where numpy's quicksort partitions scramble them; and newer numpy's SIMD argsort
+    on x86 (measured: 2.4.6, AVX-512 and AVX2 paths), which leaves ties in no fixed order from 4 on.
 
     Returns:
-        Class -> detections in decreasing score; classes with none are absent.
+        Class -> detections in decreasing score (ties: later detection first); classes with none are absent.
     """
     threshold = rules.counting_threshold if tag == "counting" else rules.threshold
     by_class: dict[str, list[Detection]] = {}
-    for det in sorted(detections, key=lambda d: -d.score):
+    # Decreasing (score, index): the reverse of a stable ascending sort, np.argsort(scores)[::-1] on ties.
+    ranked = sorted(enumerate(detections), key=lambda item: (item[1].score, item[0]), reverse=True)
+    for _, det in ranked:
         if det.score > threshold:
             by_class.setdefault(det.cls, []).append(det)
     kept: dict[str, list[Detection]] = {}
