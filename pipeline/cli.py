@@ -218,6 +218,7 @@ def base(
     from elborl.models.factory import check_model
 
     check_model(p.model.path, p.model)  # missing weights stop here, before Prefect starts
+    _check_prompts(p, prompts)
     from pipeline.stages import base_flow
 
     base_flow(str(params), str(prompts), str(out or Path("data/base")), _device(device))
@@ -269,6 +270,7 @@ def train_cmd(
     from elborl.models.factory import check_model
 
     check_model(base, p.model, "--base")
+    _check_prompts(p, prompts / "train.jsonl")
     if "://" in p.train.checkpoints:  # an unreachable S3 endpoint fails here, before Prefect starts
         from elborl import storage
 
@@ -297,8 +299,7 @@ def evaluate(
 
     check_model(base, p.model, "--base")
     check_model(model, p.model, "--model")
-    if not prompts.is_file():
-        raise UserError(f"{prompts}: not found (run the `prompts` stage first)")
+    _check_prompts(p, prompts)
     from pipeline.evaluate import evaluate_flow
 
     evaluate_flow(str(params), str(prompts), str(model), str(base), str(run), str(out), _device(device))
@@ -311,6 +312,20 @@ def serve(params: ParamsOpt = Path("params.yaml")) -> None:
     from pipeline.deploy import serve as serve_deployment
 
     serve_deployment(p.schedule)
+
+
+def _check_prompts(p: Params, path: Path) -> None:
+    """Prompts the configured detector cannot judge stop a stage here, before Prefect starts."""
+    from types import SimpleNamespace
+
+    from elborl.geneval_io import read_metadata_jsonl
+    from elborl.rewards.detectors import check_classes, detector_classes
+
+    if not path.is_file():
+        raise UserError(f"{path}: not found (run the `prompts` stage first)")
+    name = p.geneval.detector
+    check_classes(SimpleNamespace(name=name, classes=detector_classes(name, _spec(p))), read_metadata_jsonl(path),
+                  str(path))  # fmt: skip
 
 
 def _device(device: str | None) -> str | None:

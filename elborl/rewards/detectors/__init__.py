@@ -7,6 +7,7 @@ or None) and `detect(image: uint8 (H, W, 3)) -> list[Detection]` (and may have `
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Protocol
 
@@ -31,10 +32,15 @@ def _shapes(spec: WorldSpec, cfg: GenEvalConfig) -> Detector:
     return ShapesDetector(spec)
 
 
-def _mask2former(spec: WorldSpec, cfg: GenEvalConfig) -> Detector:
+@functools.cache
+def _mask2former_once(cfg: GenEvalConfig) -> Detector:
     from elborl.rewards.detectors.mask2former import Mask2FormerDetector
 
     return Mask2FormerDetector(cfg)
+
+
+def _mask2former(spec: WorldSpec, cfg: GenEvalConfig) -> Detector:
+    return _mask2former_once(cfg)  # Mask2Former and CLIP load once per process (the section is hashable)
 
 
 #: name -> factory(world spec, geneval section) -> detector.
@@ -64,9 +70,19 @@ def check_image_size(detector: Detector, size: int, source: str) -> None:
                         f"{detector.image_size}x{detector.image_size} (world.size)")  # fmt: skip
 
 
+def detector_classes(name: str, spec: WorldSpec) -> frozenset[str]:
+    """The classes a registered detector detects, without loading it (checks before any work)."""
+    if name == "mask2former":
+        from elborl.rewards.detectors.mask2former import geneval_classes
+
+        return frozenset(geneval_classes())
+    return frozenset(spec.classes)
+
+
 def check_classes(detector: Detector, rows: list[dict], source: str) -> None:
     """Refuse prompts that name classes the detector cannot detect (they would be judged absent: a
-    reward of zero and a failed verdict for every image, whatever the model draws).
+    reward of zero and a failed verdict for every image, whatever the model draws). `detector` needs
+    only `name` and `classes`.
 
     Raises:
         UserError: Naming `source`, the classes, and the detector's classes.
