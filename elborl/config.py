@@ -252,7 +252,12 @@ class TrainConfig(Section):
     decay_rate: float = Field(0.001, ge=0, le=1, description="Sampling policy: d = min(decay_rate * step, decay_max).")
     decay_max: float = Field(0.5, ge=0, le=1, description="Sampling policy: largest d.")
     ema_decay: float = Field(0.9, ge=0, lt=1, description="EMA of the trained weights (FlowGRPO warm-up).")
-    reward: Literal["partial", "strict"] = Field("partial", description="Training reward: partial credit or strict.")
+    reward: str | dict[str, float] = Field(
+        "geneval",
+        description="Training reward: a registered name (`geneval` = partial credit, `geneval_strict`, "
+        "`pickscore`, `clipscore`, `hpsv2`, `aesthetic`, `ocr`, `unifiedreward`; `partial` / `strict` are the "
+        "two GenEval ones) or a weighted mix {name: weight} (a plain weighted sum of raw scores).",
+    )
     prompts_per_epoch: int = Field(16, ge=1, description="P prompts per epoch.")
     group_size: int = Field(8, ge=2, description="G images per prompt (a group).")
     epochs: int = Field(50, ge=1, description="Epochs (50: `make run` within ~25 minutes on 2 cores).")
@@ -267,6 +272,9 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        from elborl.rewards.registry import check_reward_spec
+
+        check_reward_spec(self.reward)
         if self.estimator == "trajectory" and self.sampler != "flow_sde":
             raise ValueError(f"sampler: expected flow_sde for the trajectory estimator, found {self.sampler!r}")
         if self.estimator == "trajectory" and self.noise_level == 0:
@@ -274,6 +282,46 @@ class TrainConfig(Section):
         if self.estimator == "trajectory" and self.objective == "nft":
             raise ValueError("objective: expected a log-likelihood objective for the trajectory estimator, found 'nft'")
         return self
+
+
+class ModelRewardConfig(Section):
+    """A reward computed by a local model: where its weights are and how it runs."""
+
+    path: str | None = Field(None, description="Local weights (folder or file, per reward); None = not configured.")
+    batch_size: int = Field(16, ge=1, description="Images per forward.")
+    device: str | None = Field(None, description="Torch device (None = cuda when available, else cpu).")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Compute dtype of the reward model.")
+
+
+class ClipRewardConfig(ModelRewardConfig):
+    """A reward on top of a CLIP model that needs a second local folder."""
+
+    clip_path: str | None = Field(
+        None, description="aesthetic: CLIP ViT-L/14 folder; hpsv2: a CLIP tokenizer folder (CLIP's BPE)."
+    )
+
+
+class UnifiedRewardConfig(Section):
+    """An OpenAI-compatible chat endpoint serving UnifiedReward (sglang / vLLM)."""
+
+    url: str | None = Field(None, description="Base URL, e.g. http://127.0.0.1:30000/v1; None = not configured.")
+    model: str = Field("UnifiedReward", description="Model name sent in the request.")
+    api_key_env: str | None = Field(None, description="Environment variable holding the API key (never the key).")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+    retries: int = Field(3, ge=1, description="Attempts per image before the reward fails.")
+    max_tokens: int = Field(512, ge=1, description="Completion tokens per request.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight.")
+
+
+class RewardsConfig(Section):
+    """Settings of each registered reward (`elborl.rewards.registry`); `train.reward` chooses and weighs them."""
+
+    pickscore: ModelRewardConfig = Field(default_factory=ModelRewardConfig, description="PickScore_v1 folder.")
+    clipscore: ModelRewardConfig = Field(default_factory=ModelRewardConfig, description="CLIP ViT-L/14 folder.")
+    hpsv2: ClipRewardConfig = Field(default_factory=ClipRewardConfig, description="HPS v2.1 checkpoint (.pt).")
+    aesthetic: ClipRewardConfig = Field(default_factory=ClipRewardConfig, description="LAION aesthetic MLP weights.")
+    ocr: ModelRewardConfig = Field(default_factory=ModelRewardConfig, description="OCR (weights in its wheel).")
+    unifiedreward: UnifiedRewardConfig = Field(default_factory=UnifiedRewardConfig, description="The endpoint.")
 
 
 class TrackingConfig(Section):
@@ -293,6 +341,16 @@ class TrackingConfig(Section):
 class EvaluateConfig(Section):
     """The `evaluate` stage: strict GenEval of the trained EMA checkpoint and of the base, side by side."""
 
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        from elborl.rewards.registry import reward_weights
+
+        try:
+            reward_weights(dict.fromkeys(self.rewards, 1.0)) if self.rewards else None
+        except ValueError as err:
+            raise ValueError(str(err).replace("reward:", "rewards:", 1)) from None
+        return self
+
     images_per_prompt: int = Field(4, ge=1, description="Images per test prompt (GenEval: 4).")
     min_images_per_tag: int = Field(32, ge=0, description="At least this many images behind each tag mean.")
     sampler: SamplerName = Field("dpm2", description="Sampler (an ODE; CFG off as in training).")
@@ -300,6 +358,11 @@ class EvaluateConfig(Section):
     shift: float = Field(1.0, gt=0, description="Timestep shift of the sampler's grid (SD3.5's scheduler: 3).")
     seed: int = Field(0, description="Noise seed of the evaluation images.")
     grid_prompts: int = Field(16, ge=1, le=256, description="Test prompts shown in the sample grid.")
+    rewards: list[str] = Field(
+        default_factory=list,
+        description="Registered rewards (`rewards` section) whose means on the test images are reported for the "
+        "base and the trained model, beside GenEval (e.g. [pickscore, ocr]).",
+    )
     register_model: bool = Field(True, description="Register the EMA checkpoint in MLflow's model registry.")
 
 
@@ -339,6 +402,7 @@ class Params(Section):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig, description="`evaluate` stage.")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and registry.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="S3 access for s3:// paths.")
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Each reward's settings.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Scheduled pipeline runs.")
 
 

@@ -13,8 +13,7 @@ import torch
 
 from elborl.config import TrainConfig
 from elborl.models.generate import image_seed, initial_noise, to_uint8
-from elborl.rewards.detectors import Detector, detect_all
-from elborl.rewards.geneval import DEFAULT_RULES, Rules, evaluate, partial_credit, select
+from elborl.rewards.registry import RewardMix
 from elborl.sampling import guided, sample
 from elborl.world.prompts import draw_tag_balanced
 
@@ -31,7 +30,9 @@ class Rollout:
         states: SDE states x_0 ... x_N (trajectory estimator only).
         images: uint8 (B, H, W, 3).
         rewards: Training reward per sample, (B,) (filled by `reward`).
-        correct: Strict GenEval verdict per sample, (B,).
+        correct: Strict GenEval verdict per sample, (B,) (None without a GenEval reward).
+        components: Mean of each reward of the mix.
+        reward_s: Seconds the rewards took.
     """
 
     metadata: list[dict]
@@ -42,6 +43,8 @@ class Rollout:
     images: np.ndarray
     rewards: torch.Tensor | None = None
     correct: torch.Tensor | None = None
+    components: dict[str, float] | None = None
+    reward_s: float = 0.0
 
     @property
     def prompts(self) -> list[str]:
@@ -80,14 +83,17 @@ def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int) -> Rollout:
     return Rollout(metadata, groups, out.x0, out.timesteps, states, images)
 
 
-def reward(batch: Rollout, detector: Detector, kind: str = "partial", rules: Rules = DEFAULT_RULES) -> Rollout:
-    """Judge each image: strict GenEval verdict, and the training reward (partial credit or strict)."""
-    rewards, correct = [], []
-    for meta, found in zip(batch.metadata, detect_all(detector, batch.images), strict=True):
-        detected = select(found, meta["tag"], rules)
-        ok, _ = evaluate(detected, meta, rules)
-        correct.append(ok)
-        rewards.append(partial_credit(detected, meta, rules) if kind == "partial" else float(ok))
-    batch.rewards = torch.tensor(rewards, dtype=torch.float32, device=batch.x0.device)
-    batch.correct = torch.tensor(correct)
+def reward(batch: Rollout, mix: RewardMix) -> Rollout:
+    """The training reward of each image (`train.reward`: one reward or a weighted mix), each component's
+    mean in `batch.components`, and GenEval's strict verdict where a GenEval reward is in the mix.
+
+    Raises:
+        RewardError: A reward failed or gave a non-finite score (before any update uses the batch).
+    """
+    total, parts = mix(batch.images, batch.metadata)
+    batch.rewards = torch.tensor(total, dtype=torch.float32, device=batch.x0.device)
+    batch.components = {name: float(r.scores.mean()) for name, r in parts.items()}
+    batch.reward_s = sum(r.seconds for r in parts.values())
+    verdicts = next((r.details for r in parts.values() if r.details and "correct" in r.details[0]), None)
+    batch.correct = torch.tensor([d["correct"] for d in verdicts]) if verdicts else None
     return batch

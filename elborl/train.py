@@ -14,9 +14,10 @@ import torch
 from tqdm import tqdm
 
 from elborl import checkpoint
-from elborl.config import TrainConfig
+from elborl.config import RewardsConfig, TrainConfig
 from elborl.rewards.detectors import Detector
 from elborl.rewards.geneval import DEFAULT_RULES, Rules
+from elborl.rewards.registry import RewardContext, RewardMix
 from elborl.rollout import reward, rollout
 from elborl.storage import StorageOptions
 from elborl.update import make_ema, make_optimizer, update
@@ -48,13 +49,16 @@ class Trainer:
     Args:
         policy: A `Policy` (its `current` weights are trained, `old` samples, `ref` anchors the KL).
         rows: Train prompts (GenEval metadata).
-        detector: Judge of the rollouts.
-        cfg: The `train` params section.
+        detector: GenEval's detector (the GenEval rewards and the test evaluation).
+        cfg: The `train` params section (`cfg.reward` chooses the reward or mix).
         rules: GenEval options.
+        rewards: The `rewards` params section (each reward's weights and settings).
     """
 
-    def __init__(self, policy, rows: list[dict], detector: Detector, cfg: TrainConfig, rules: Rules = DEFAULT_RULES):
+    def __init__(self, policy, rows: list[dict], detector: Detector, cfg: TrainConfig, rules: Rules = DEFAULT_RULES,
+                 rewards: RewardsConfig | None = None):  # fmt: skip
         self.policy, self.rows, self.detector, self.cfg, self.rules = policy, rows, detector, cfg, rules
+        self.reward = RewardMix(cfg.reward, RewardContext(rewards or RewardsConfig(), detector, rules))
         params = policy.trainable_parameters()
         self.optimizer, self.ema = make_optimizer(params, cfg), make_ema(params, cfg)
         self.step = 0  # optimizer steps taken
@@ -65,13 +69,15 @@ class Trainer:
         if epoch != self.epochs_done:
             raise RuntimeError(f"epoch {epoch} asked of a trainer that has completed {self.epochs_done}")
         cfg, start = self.cfg, time.perf_counter()
-        batch = reward(rollout(self.policy, self.rows, cfg, epoch), self.detector, cfg.reward, self.rules)
+        batch = reward(rollout(self.policy, self.rows, cfg, epoch), self.reward)
         t_rollout = time.perf_counter() - start
         gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1]).integers(2**62)))
         metrics = update(self.policy, self.optimizer, self.ema, batch, cfg, self.step, gen)
         self.step, self.epochs_done = metrics["step"], epoch + 1
         metrics.update(epoch=epoch, images=len(batch.metadata), rollout_s=t_rollout,
-                       update_s=time.perf_counter() - start - t_rollout)  # fmt: skip
+                       update_s=time.perf_counter() - start - t_rollout, reward_s=batch.reward_s)  # fmt: skip
+        if len(batch.components) > 1:  # each component's mean beside the total
+            metrics.update({f"reward.{name}": mean for name, mean in batch.components.items()})
         return metrics
 
     def save(self, url: str, options: StorageOptions | None = None) -> str:

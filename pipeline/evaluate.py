@@ -15,6 +15,7 @@ from elborl.geneval_io import read_metadata_jsonl
 from elborl.models.factory import build_policy
 from elborl.rewards.detectors import build_detector, check_classes, check_image_size
 from elborl.rewards.geneval import Rules
+from elborl.rewards.registry import RewardContext, RewardMix
 from elborl.world.spec import WorldSpec
 from stages import evaluate as stage
 
@@ -31,7 +32,11 @@ def score_task(name: str, params_path: str, model: str, prompts: str, out: str, 
     policy = build_policy(params.model, model, device, finetune="frozen")
     check_image_size(detector, policy.image_size, model)
     summary = stage.score_model(policy, rows, detector, rules, params.evaluate, Path(out) / name)
-    return summary, stage.grid_images(policy, rows, params.evaluate)
+    rewards = {}
+    if params.evaluate.rewards:  # the other rewards' means on the same test images
+        mix = RewardMix(dict.fromkeys(params.evaluate.rewards, 1.0), RewardContext(params.rewards, detector, rules))
+        rewards = stage.reward_means(Path(out) / name / "images", mix)
+    return summary, rewards, stage.grid_images(policy, rows, params.evaluate)
 
 
 @flow(name="elborl-evaluate")
@@ -63,8 +68,9 @@ def evaluate_flow(
     cfg = params.evaluate
     models = {"base": base, "trained": model}
     scored = {name: score_task(name, params_path, str(path), prompts, out, device) for name, path in models.items()}
-    table = stage.scores_table({name: summary for name, (summary, _) in scored.items()})
-    stage.write_outputs(Path(out), table, stage.comparison_grid([block for _, block in scored.values()]))
+    table = stage.scores_table({name: summary for name, (summary, _, _) in scored.items()},
+                               {name: rewards for name, (_, rewards, _) in scored.items()})  # fmt: skip
+    stage.write_outputs(Path(out), table, stage.comparison_grid([block for _, _, block in scored.values()]))
     tags = ", ".join(
         f"{t} {table['base'][t]:.3f}->{table['trained'][t]:.3f}" for t in table["trained"] if t != "overall"
     )

@@ -2,7 +2,8 @@
 
 For each model: sample the test prompts in GenEval's folder layout, score every image. Writes
 <out>/<name>/{images,results.jsonl,summary.json}, <out>/scores.json (overall and per tag, trained
-and base; a DVC metric), <out>/per_tag.csv (a DVC bar plot) and <out>/samples.png (the same test
+and base, and the means of the `evaluate.rewards` on the same images; a DVC metric), <out>/per_tag.csv
+and <out>/rewards.csv (DVC bar plots) and <out>/samples.png (the same test
 prompts and seeds, base row above trained row). Reads params: evaluate, model, world, geneval.
 """
 
@@ -15,11 +16,13 @@ import torch
 
 from elborl.config import EvaluateConfig
 from elborl.evaluation import images_per_prompt_by_tag, sample_layout
+from elborl.geneval_io import iter_layout, load_image
 from elborl.grid import image_grid
 from elborl.io import atomic_write_text, save_png, write_json
 from elborl.models.generate import generate, image_seed
 from elborl.rewards.detectors import Detector
 from elborl.rewards.geneval import Rules
+from elborl.rewards.registry import RewardMix
 from elborl.rewards.scoring import score_folder, write_scores
 
 
@@ -35,12 +38,35 @@ def score_model(model, rows: list[dict], detector: Detector, rules: Rules, cfg: 
     return summary
 
 
-def scores_table(summaries: dict[str, dict]) -> dict:
-    """{"trained": {"overall", per tag...}, "base": {...}, "gain": {...}}."""
+def reward_means(images: Path, mix: RewardMix, batch: int = 64) -> dict[str, float]:
+    """Mean of each reward of `mix` over a GenEval-layout folder's images (read back from disk)."""
+    items = [(folder.metadata, path) for folder in iter_layout(images) for path in folder.images]
+    sums: dict[str, float] = dict.fromkeys(mix.weights, 0.0)
+    for start in range(0, len(items), batch):
+        chunk = items[start : start + batch]
+        _, parts = mix(np.stack([load_image(p) for _, p in chunk]), [m for m, _ in chunk])
+        for name, result in parts.items():
+            sums[name] += float(result.scores.sum())
+    return {name: total / max(len(items), 1) for name, total in sums.items()}
+
+
+def scores_table(summaries: dict[str, dict], rewards: dict[str, dict[str, float]] | None = None) -> dict:
+    """{"trained": {"overall", per tag...}, "base": {...}, "gain": {...}} and, with `rewards` ({model:
+    {reward: mean}}), "rewards": {reward: {"base", "trained", "gain"}}."""
     table = {name: {"overall": s["overall"], **s["per_tag"]} for name, s in summaries.items()}
     if {"trained", "base"} <= table.keys():
         table["gain"] = {k: table["trained"][k] - table["base"][k] for k in table["trained"]}
+    if rewards and {"trained", "base"} <= rewards.keys():
+        base, trained = rewards["base"], rewards["trained"]
+        table["rewards"] = {r: {"base": base[r], "trained": trained[r], "gain": trained[r] - base[r]} for r in trained}
     return table
+
+
+def rewards_csv(table: dict) -> str:
+    """reward,base,trained rows, for the `dvc plots` bar chart beside the per-tag one."""
+    lines = ["reward,base,trained"]
+    lines += [f"{name},{r['base']:.4f},{r['trained']:.4f}" for name, r in table.get("rewards", {}).items()]
+    return "\n".join(lines) + "\n"
 
 
 def per_tag_csv(table: dict) -> str:
@@ -67,7 +93,8 @@ def comparison_grid(blocks: list[np.ndarray]) -> np.ndarray:
 
 
 def write_outputs(out: Path, table: dict, grid: np.ndarray) -> None:
-    """scores.json (the DVC metric), per_tag.csv (the bar plots), samples.png (the grid)."""
+    """scores.json (the DVC metric), per_tag.csv and rewards.csv (the bar plots), samples.png (the grid)."""
     write_json(out / "scores.json", table)
     atomic_write_text(out / "per_tag.csv", per_tag_csv(table))
+    atomic_write_text(out / "rewards.csv", rewards_csv(table))
     save_png(out / "samples.png", grid)

@@ -63,7 +63,7 @@ def build_trainer(params: Params, base: str | Path, train_rows: list[dict], devi
     rules = Rules.from_config(params.geneval)
     check_image_size(detector, policy.image_size, str(base))
     check_classes(detector, train_rows, "train prompts")
-    return Trainer(policy, train_rows, detector, params.train, rules)
+    return Trainer(policy, train_rows, detector, params.train, rules, params.rewards)
 
 
 def sample_test_images(trainer: Trainer, test_rows: list[dict]) -> tuple[list[dict], np.ndarray]:
