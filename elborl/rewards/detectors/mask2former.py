@@ -4,8 +4,8 @@ transformers, plus CLIP zero-shot colour, reproducing what the official evaluato
 own pre- and post-processing (a 384 x 384 squash, a fixed-size mask resize, no mask threshold).
 
 - input: the RGB image (what mmdet's file route feeds after its BGR -> RGB `to_rgb`), keep-ratio resize
-  to (1333, 800) rounded to uint8 (mmcv resizes uint8 images), ImageNet mean / std, zero-padded to a
-  multiple of 32 (`preprocess`);
+  to (1333, 800) with cv2's bilinear on the uint8 image (mmcv's `imrescale`), ImageNet mean / std,
+  zero-padded to a multiple of 32 (`preprocess`);
 - instances: score of (query q, class c) = softmax(class logits_q)[c] (no-object dropped) x the mean
   sigmoid mask probability inside the mask; top 100 over all (q, c); mask logits resized bilinearly to
   the padded input, cropped to the resized image, resized to the original size, > 0; box = the tight
@@ -55,10 +55,11 @@ def rescale_size(height: int, width: int, scale: tuple[int, int] = SCALE) -> tup
 
 def preprocess(image: np.ndarray) -> tuple[torch.Tensor, tuple[int, int]]:
     """uint8 RGB (H, W, 3) -> the normalised, padded input (3, H', W') and the resized size (h, w)."""
+    import cv2  # mmcv's own resize: cv2 bilinear on the uint8 image, fixed-point, uint8 out
+
     h, w = rescale_size(*image.shape[:2])
-    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()  # (1, 3, H, W)
-    # mmcv resizes the uint8 image (bilinear, half-pixel centres) and keeps uint8: round back.
-    x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False).round().clamp(0, 255)[0]
+    resized = cv2.resize(np.ascontiguousarray(image), (w, h), interpolation=cv2.INTER_LINEAR)  # (h, w, 3) uint8
+    x = torch.from_numpy(resized).permute(2, 0, 1).float()  # (3, h, w)
     x = (x - torch.tensor(IMAGENET_MEAN)[:, None, None]) / torch.tensor(IMAGENET_STD)[:, None, None]
     pad_h, pad_w = -h % 32, -w % 32  # Pad(size_divisor=32) after Normalize: zeros, bottom and right
     return F.pad(x, (0, pad_w, 0, pad_h)), (h, w)
