@@ -56,7 +56,7 @@ def scores_table(summaries: dict[str, dict], rewards: dict[str, dict[str, float]
     table = {name: {"overall": s["overall"], **s["per_tag"]} for name, s in summaries.items()}
     if {"trained", "base"} <= table.keys():
         table["gain"] = {k: table["trained"][k] - table["base"][k] for k in table["trained"]}
-    if rewards and {"trained", "base"} <= rewards.keys():
+    if rewards and {"trained", "base"} <= rewards.keys() and rewards["trained"]:
         base, trained = rewards["base"], rewards["trained"]
         table["rewards"] = {r: {"base": base[r], "trained": trained[r], "gain": trained[r] - base[r]} for r in trained}
     return table
