@@ -63,10 +63,11 @@ class WorldConfig(Section):
 class PromptsConfig(Section):
     """The `prompts` stage: GenEval-format train and test prompt sets (the world's, or GenEval's over COCO)."""
 
-    source: Literal["world", "geneval"] = Field(
+    source: Literal["world", "geneval", "ocr"] = Field(
         "world",
         description="world: prompts over the embedded shapes world, split by the fields below; geneval: GenEval's "
-        "official 553 test prompts (assets/geneval) and a generated COCO train set, scene-disjoint from them.",
+        "official 553 test prompts (assets/geneval) and a generated COCO train set, scene-disjoint from them; "
+        "ocr: text-rendering prompts for the `ocr` reward (tag `ocr`, target in `text`), text-disjoint splits.",
     )
     seed: int = Field(0, description="Seed of the shuffle that splits scenes into train and test.")
     test_size: int = Field(
@@ -84,6 +85,8 @@ class PromptsConfig(Section):
         description="source geneval: train prompts, an equal share per tag as far as each tag's scenes not in "
         "the test set allow (the rest to the other tags); drawn with `seed`.",
     )
+    ocr_train_size: int = Field(400, ge=1, description="source ocr: train prompts.")
+    ocr_test_size: int = Field(100, ge=1, description="source ocr: test prompts.")
 
     @model_validator(mode="after")
     def _check(self) -> PromptsConfig:

@@ -52,6 +52,15 @@ def _check_clause(clause: object, where: str, kind: str, index: int, n_before: i
             )
 
 
+#: Tags of prompts that other rewards judge (no GenEval clauses): the ocr set's `{"tag": "ocr", "prompt", "text"}`.
+PROMPT_ONLY_TAGS = ("ocr",)
+
+
+def geneval_rows(rows: list[dict]) -> list[dict]:
+    """The rows GenEval can judge (its six tags); prompt sets of other rewards have none."""
+    return [m for m in rows if m["tag"] in TAGS]
+
+
 def validate_metadata(meta: object, where: str) -> dict:
     """Check one GenEval metadata object; `where` (file:line) prefixes any error.
 
@@ -60,11 +69,17 @@ def validate_metadata(meta: object, where: str) -> dict:
     """
     if not isinstance(meta, dict):
         raise UserError(f"{where}: expected a JSON object, found {type(meta).__name__}")
+    if meta.get("tag") in PROMPT_ONLY_TAGS:  # e.g. the ocr reward's prompts: no GenEval clauses to judge
+        for key in ("prompt", "text"):
+            if not isinstance(meta.get(key), str) or not meta[key]:
+                raise UserError(f"{where}: {key}: expected a non-empty string for a {meta['tag']!r} prompt, "
+                                f"found {meta.get(key)!r}")  # fmt: skip
+        return meta
     for key in ("tag", "include", "prompt"):
         if key not in meta:
             raise UserError(f"{where}: missing key '{key}'")
     if meta["tag"] not in TAGS:
-        raise UserError(f"{where}: tag: expected one of {', '.join(TAGS)}, found {meta['tag']!r}")
+        raise UserError(f"{where}: tag: expected one of {', '.join((*TAGS, *PROMPT_ONLY_TAGS))}, found {meta['tag']!r}")
     if not isinstance(meta["prompt"], str):
         raise UserError(f"{where}: prompt: expected a string, found {meta['prompt']!r}")
     for kind in ("include", "exclude"):

@@ -5,8 +5,8 @@ Prompts = templates x a vocabulary of short phrases (letters, digits and spaces 
 has exactly one quoted span, the target of `elborl.rewards.ocr`). Train and test are disjoint in their target
 texts (compared as the reward normalises them: spaces removed, lower-cased) and deterministic for a seed.
 
-Rows are {"prompt", "tag": "ocr", "text"}; they are not GenEval metadata (`elborl.geneval_io.validate_metadata`
-requires a GenEval tag and a non-empty `include` list), so they are not written as GenEval metadata files.
+Rows are {"prompt", "tag": "ocr", "text"}: prompt-only rows that `elborl.geneval_io` accepts beside GenEval
+metadata (`PROMPT_ONLY_TAGS`) and GenEval's scoring skips; `prompts.source: ocr` writes them.
 """
 
 from __future__ import annotations

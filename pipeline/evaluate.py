@@ -71,11 +71,13 @@ def evaluate_flow(
     table = stage.scores_table({name: summary for name, (summary, _, _) in scored.items()},
                                {name: rewards for name, (_, rewards, _) in scored.items()})  # fmt: skip
     stage.write_outputs(Path(out), table, stage.comparison_grid([block for _, _, block in scored.values()]))
-    tags = ", ".join(
-        f"{t} {table['base'][t]:.3f}->{table['trained'][t]:.3f}" for t in table["trained"] if t != "overall"
-    )
-    logger.info(f"evaluate: strict test GenEval {table['base']['overall']:.3f} -> {table['trained']['overall']:.3f} "
-                f"({tags})")  # fmt: skip
+    if "trained" in table:
+        tags = ", ".join(f"{t} {table['base'][t]:.3f}->{table['trained'][t]:.3f}"
+                         for t in table["trained"] if t != "overall")  # fmt: skip
+        logger.info(f"evaluate: strict test GenEval {table['base']['overall']:.3f} -> "
+                    f"{table['trained']['overall']:.3f} ({tags})")  # fmt: skip
+    for name, r in table.get("rewards", {}).items():
+        logger.info(f"evaluate: {name} {r['base']:.4f} -> {r['trained']:.4f}")
     if cfg.register_model:
         _register(params, json.loads(Path(run).read_text())["mlflow_run_id"], table, Path(out), logger)
     return table
@@ -89,6 +91,10 @@ def _register(params, run_id: str, table: dict, out: Path, logger) -> None:
     c.log_artifact(run_id, str(out / "samples.png"), "eval")
     c.log_artifact(run_id, str(out / "scores.json"), "eval")
     source = f"{c.get_run(run_id).info.artifact_uri}/model"
-    version, promoted = tracking.register(c, run_id, t.model_name, source, table["trained"], t.alias)
+    # The champion is decided by GenEval overall; without GenEval prompts (e.g. ocr), by the mean of the
+    # evaluate rewards' trained means.
+    scores = table.get("trained") or {"overall": sum(r["trained"] for r in table["rewards"].values())
+                                                 / len(table["rewards"])}  # fmt: skip
+    version, promoted = tracking.register(c, run_id, t.model_name, source, scores, t.alias)
     logger.info(f"evaluate: registered {t.model_name} version {version}"
                 + (f", now {t.alias}" if promoted else f" ({t.alias} unchanged)"))  # fmt: skip

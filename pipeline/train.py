@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger, task
 from elborl import checkpoint, storage, tracking
 from elborl.config import load_params
 from elborl.errors import UserError
-from elborl.geneval_io import read_metadata_jsonl
+from elborl.geneval_io import geneval_rows, read_metadata_jsonl
 from elborl.grid import image_grid
 from elborl.models.generate import generate, image_seed
 from elborl.storage import StorageOptions
@@ -86,7 +86,7 @@ def epoch_task(key: str, epoch: int, digest_in: str, checkpoint_in: str | None) 
     _continue_from(live, epoch, checkpoint_in, digest_in)
     trainer, cfg = live.trainer, live.trainer.cfg
     metrics = trainer.epoch(epoch)
-    if cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+    if cfg.eval_every and live.test_rows and (epoch + 1) % cfg.eval_every == 0:
         summary = stage.geneval_on_test(trainer, live.test_rows)
         metrics["test.overall"] = summary["overall"]
         metrics.update({f"test.{tag}": v for tag, v in summary["per_tag"].items()})
@@ -152,7 +152,7 @@ def train_flow(
     params = load_params(params_path)
     cfg, options = params.train, params.storage.options()
     train_rows = read_metadata_jsonl(Path(prompts) / "train.jsonl")
-    test_rows = read_metadata_jsonl(Path(prompts) / "test.jsonl")
+    test_rows = geneval_rows(read_metadata_jsonl(Path(prompts) / "test.jsonl"))  # none for e.g. ocr prompts
     base_digest = stage.folder_digest(base)
     key = stage.run_key(params, base_digest, stage.folder_digest(Path(prompts) / "train.jsonl"))
     root = cfg.checkpoints.rstrip("/") + "/" + key

@@ -18,7 +18,7 @@ import torch
 
 from elborl.config import Params
 from elborl.evaluation import geneval_of_model
-from elborl.geneval_io import read_metadata_jsonl
+from elborl.geneval_io import geneval_rows, read_metadata_jsonl
 from elborl.grid import image_grid
 from elborl.io import atomic_dir, save_png, write_json
 from elborl.models.factory import build_policy, check_model, write_pointer
@@ -52,15 +52,21 @@ def run_stage(params: Params, prompts: str | Path = "data/prompts/test.jsonl", o
     policy = build_policy(params.model, place_model(params, out / "model"), device, finetune="frozen")
     check_image_size(detector, policy.image_size, params.model.path)
     sampling = {"sampler": cfg.eval_sampler, "steps": cfg.eval_steps, "shift": params.evaluate.shift}
+    judged = geneval_rows(test)  # prompt sets of other rewards (e.g. ocr) have nothing GenEval can judge
+    summary = {"overall": None, "per_tag": {}, "n_images": 0}
     with torch.inference_mode():
-        summary = geneval_of_model(policy, test, detector, cfg.eval_images_per_prompt, seed=0,
-                                   rules=Rules.from_config(params.geneval),
-                                   min_images_per_tag=cfg.eval_min_images_per_tag, **sampling)  # fmt: skip
+        if judged:
+            summary = geneval_of_model(policy, judged, detector, cfg.eval_images_per_prompt, seed=0,
+                                       rules=Rules.from_config(params.geneval),
+                                       min_images_per_tag=cfg.eval_min_images_per_tag, **sampling)  # fmt: skip
         shown = test[:: max(1, len(test) // 32)][:32]
         images = generate(policy, [m["prompt"] for m in shown], [image_seed(0, i, 0) for i in range(len(shown))],
                           progress=False, **sampling)  # fmt: skip
     write_json(out / "summary.json", summary)
     save_png(out / "samples.png", image_grid(np.asarray(images)))
-    tags = ", ".join(f"{t} {s:.3f}" for t, s in summary["per_tag"].items())
-    print(f"base: strict test GenEval {summary['overall']:.3f} ({tags})")
+    if judged:
+        tags = ", ".join(f"{t} {s:.3f}" for t, s in summary["per_tag"].items())
+        print(f"base: strict test GenEval {summary['overall']:.3f} ({tags})")
+    else:
+        print(f"base: {prompts} has no GenEval prompts; GenEval not measured")
     return summary

@@ -16,7 +16,7 @@ import torch
 
 from elborl.config import EvaluateConfig
 from elborl.evaluation import images_per_prompt_by_tag, sample_layout
-from elborl.geneval_io import iter_layout, load_image
+from elborl.geneval_io import geneval_rows, iter_layout, load_image
 from elborl.grid import image_grid
 from elborl.io import atomic_write_text, save_png, write_json
 from elborl.models.generate import generate, image_seed
@@ -26,13 +26,16 @@ from elborl.rewards.registry import RewardMix
 from elborl.rewards.scoring import score_folder, write_scores
 
 
-def score_model(model, rows: list[dict], detector: Detector, rules: Rules, cfg: EvaluateConfig, out: Path) -> dict:
-    """Sample `rows` with a (frozen) policy into `out/images`, score them into `out/results.jsonl` and
-    `out/summary.json`."""
+def score_model(model, rows: list[dict], detector: Detector, rules: Rules, cfg: EvaluateConfig,
+                out: Path) -> dict | None:  # fmt: skip
+    """Sample `rows` with a (frozen) policy into `out/images`, score the GenEval ones into
+    `out/results.jsonl` and `out/summary.json` (None when no prompt is a GenEval one, e.g. ocr prompts)."""
     per_tag = images_per_prompt_by_tag(rows, cfg.images_per_prompt, cfg.min_images_per_tag)
     with torch.inference_mode():
         sample_layout(model, rows, out / "images", [per_tag[m["tag"]] for m in rows], cfg.seed,
                       sampler=cfg.sampler, steps=cfg.steps, shift=cfg.shift)  # fmt: skip
+    if not geneval_rows(rows):
+        return None
     results, summary = score_folder(out / "images", detector, rules)
     write_scores(out, results, summary)
     return summary
@@ -53,7 +56,7 @@ def reward_means(images: Path, mix: RewardMix, batch: int = 64) -> dict[str, flo
 def scores_table(summaries: dict[str, dict], rewards: dict[str, dict[str, float]] | None = None) -> dict:
     """{"trained": {"overall", per tag...}, "base": {...}, "gain": {...}} and, with `rewards` ({model:
     {reward: mean}}), "rewards": {reward: {"base", "trained", "gain"}}."""
-    table = {name: {"overall": s["overall"], **s["per_tag"]} for name, s in summaries.items()}
+    table = {name: {"overall": s["overall"], **s["per_tag"]} for name, s in summaries.items() if s is not None}
     if {"trained", "base"} <= table.keys():
         table["gain"] = {k: table["trained"][k] - table["base"][k] for k in table["trained"]}
     if rewards and {"trained", "base"} <= rewards.keys() and rewards["trained"]:
@@ -72,7 +75,7 @@ def rewards_csv(table: dict) -> str:
 def per_tag_csv(table: dict) -> str:
     """tag,base,trained rows (overall first), for the `dvc plots` bar chart."""
     lines = ["tag,base,trained"]
-    for tag in table["trained"]:
+    for tag in table.get("trained", {}):
         lines.append(f"{tag},{table.get('base', {}).get(tag, float('nan')):.4f},{table['trained'][tag]:.4f}")
     return "\n".join(lines) + "\n"
 

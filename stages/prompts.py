@@ -2,6 +2,7 @@
 
 `prompts.source` world: every prompt over the embedded world's classes, scenes split into train and test.
 `prompts.source` geneval: GenEval's official 553 prompts as test, a generated COCO train set beside them.
+`prompts.source` ocr: text-rendering prompts for the `ocr` reward, train and test disjoint in their texts.
 
 Reads params: world, prompts. Writes: <out>/train.jsonl, <out>/test.jsonl.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from elborl.config import Params, PromptsConfig
 from elborl.geneval_prompts import coco_train_prompts, official_test_prompts
 from elborl.io import write_jsonl
+from elborl.ocr_prompts import ocr_prompt_sets
 from elborl.world.prompts import make_prompt_sets
 from elborl.world.spec import WorldSpec
 
@@ -26,6 +28,8 @@ def run(spec: WorldSpec, cfg: PromptsConfig, official: list[dict] | None = None)
         cfg: The `prompts` section.
         official: GenEval's official prompts (source geneval; read by `run_stage`).
     """
+    if cfg.source == "ocr":
+        return ocr_prompt_sets(cfg.seed, cfg.ocr_train_size, cfg.ocr_test_size)
     if cfg.source == "geneval":
         if official is None:
             raise ValueError("prompts.source geneval needs GenEval's official prompts")

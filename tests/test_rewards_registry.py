@@ -64,9 +64,11 @@ def test_a_failing_or_non_finite_reward_is_one_error_naming_it(monkeypatch):
         RewardMix("nan", RewardContext(Params().rewards))(images, meta)
 
 
-def _trainer(spec, reward) -> Trainer:
+def _trainer(spec, reward, quoted: bool = False) -> Trainer:
     cfg = TrainConfig(prompts_per_epoch=2, group_size=2, steps=2, lr=1e-4, reward=reward)
     rows = make_prompt_sets(spec, Params().prompts)[0][:6]
+    if quoted:  # GenEval rows whose prompts also name a text to render (what the ocr reward judges)
+        rows = [{**m, "prompt": f'{m["prompt"]} that says "{i}{i}"'} for i, m in enumerate(rows)]
     return Trainer(tiny_policy(TinyT2I.from_pretrained(ROOT / "assets" / "base"), "full"), rows,
                    build_detector("shapes", spec), cfg)  # fmt: skip
 
@@ -112,3 +114,13 @@ def test_evaluate_reports_other_rewards_means_for_base_and_trained(tmp_path, mon
         from elborl.config import parse_params
 
         parse_params({"evaluate": {"rewards": ["nope"]}}, "p.yaml")
+
+
+def test_geneval_with_a_zero_weight_ocr_trains_the_same_weights_as_geneval_alone(spec):
+    pytest.importorskip("rapidocr_onnxruntime")
+    alone, mixed = _trainer(spec, "geneval", quoted=True), _trainer(spec, {"geneval": 1.0, "ocr": 0.0}, quoted=True)
+    for epoch in range(2):
+        m_alone, m_mixed = alone.epoch(epoch), mixed.epoch(epoch)
+        assert m_mixed["reward_mean"] == m_alone["reward_mean"] and "reward.ocr" in m_mixed
+    for a, b in zip(alone.policy.trainable_parameters(), mixed.policy.trainable_parameters(), strict=True):
+        assert torch.equal(a, b)

@@ -19,7 +19,7 @@ import numpy as np
 
 from elborl.errors import UserError
 from elborl.rewards.detectors import detect_all
-from elborl.rewards.geneval import evaluate, partial_credit, select
+from elborl.rewards.geneval import TAGS, evaluate, partial_credit, select
 from elborl.rewards.registry import RewardContext, RewardFn, RewardResult
 
 
@@ -29,6 +29,9 @@ def _geneval(ctx: RewardContext, strict: bool) -> RewardFn:
     detector, rules = ctx.detector, ctx.rules
 
     def reward(images: np.ndarray, metadata: list[dict]) -> RewardResult:
+        other = [m["prompt"] for m in metadata if m["tag"] not in TAGS]
+        if other:  # e.g. ocr prompts: no clauses, so every image would be "correct"
+            raise UserError(f"a prompt without GenEval clauses cannot be judged by GenEval: {other[0]!r}")
         scores, details = [], []
         for meta, found in zip(metadata, detect_all(detector, images), strict=True):
             detected = select(found, meta["tag"], rules)

@@ -12,7 +12,7 @@ from elborl.errors import UserError
 from elborl.geneval_io import iter_layout, load_image
 from elborl.io import write_json, write_jsonl
 from elborl.rewards.detectors import Detector, check_classes
-from elborl.rewards.geneval import DEFAULT_RULES, Rules, evaluate, select, summarize
+from elborl.rewards.geneval import DEFAULT_RULES, TAGS, Rules, evaluate, select, summarize
 
 
 def judge(detections: list, metadata: dict, rules: Rules) -> tuple[bool, str, dict]:
@@ -41,7 +41,7 @@ def score_folder(images: str | Path, detector: Detector, rules: Rules = DEFAULT_
     Raises:
         UserError: Bad layout, classes the detector cannot detect, unreadable or wrong-size images.
     """
-    folders = list(iter_layout(images))
+    folders = [f for f in iter_layout(images) if f.metadata["tag"] in TAGS]  # other rewards' prompts are skipped
     check_classes(detector, [f.metadata for f in folders], str(images))
     paths = [(f, p) for f in folders for p in f.images]
     if not paths:

@@ -155,6 +155,7 @@ def draw_tag_balanced(rows: list[dict], n: int, rng) -> list[dict]:
         n: How many.
         rng: numpy Generator.
     """
-    by_tag = {t: [m for m in rows if m["tag"] == t] for t in TAGS}
-    tags = [t for t in TAGS if by_tag[t]]
+    present = {m["tag"] for m in rows}
+    tags = [t for t in TAGS if t in present] + sorted(present - set(TAGS))  # GenEval's order, then others (ocr)
+    by_tag = {t: [m for m in rows if m["tag"] == t] for t in tags}
     return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in rng.integers(len(tags), size=n)]
