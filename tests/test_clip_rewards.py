@@ -15,15 +15,10 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from elborl.config import RewardsConfig
 from elborl.errors import UserError
-from elborl.rewards import clip_rewards
-from elborl.rewards.clip_rewards import (
-    AestheticMLP,
-    clip_pixels,
-    convert_open_clip_state_dict,
-    hps_pixels,
-    open_clip_config,
-)
+from elborl.rewards import hps
+from elborl.rewards.clip_rewards import AestheticMLP, clip_pixels
 from elborl.rewards.detectors.mask2former import OPENAI_MEAN, OPENAI_STD
+from elborl.rewards.hps import convert_open_clip_state_dict, hps_pixels, open_clip_config
 from elborl.rewards.registry import REWARDS, RewardContext, RewardMix
 from tests.helpers.tiny_clip_rewards import (
     TINY_OPEN_CLIP,
@@ -160,7 +155,7 @@ def test_open_clip_conversion_covers_every_key_and_reproduces_open_clip(tmp_path
 
 
 def test_hpsv2_is_the_open_clip_cosine(tmp_path, monkeypatch):
-    monkeypatch.setattr(clip_rewards, "HPS_ARCH", TINY_OPEN_CLIP)
+    monkeypatch.setattr(hps, "HPS_ARCH", TINY_OPEN_CLIP)
     tok_dir = build_clip_tokenizer(tmp_path / "tok")
     tokenizer = AutoTokenizer.from_pretrained(tok_dir)
     sd = open_clip_state_dict(seed=4)

@@ -80,7 +80,7 @@ REWARDS: dict[str, Callable[[RewardContext], RewardFn]] = {
     "geneval_strict": _lazy("elborl.rewards.geneval_reward", "geneval_strict"),
     "pickscore": _lazy("elborl.rewards.clip_rewards", "pickscore"),
     "clipscore": _lazy("elborl.rewards.clip_rewards", "clipscore"),
-    "hpsv2": _lazy("elborl.rewards.clip_rewards", "hpsv2"),
+    "hpsv2": _lazy("elborl.rewards.hps", "hpsv2"),
     "aesthetic": _lazy("elborl.rewards.clip_rewards", "aesthetic"),
     "ocr": _lazy("elborl.rewards.ocr", "ocr"),
     "unifiedreward": _lazy("elborl.rewards.unifiedreward", "unifiedreward"),
