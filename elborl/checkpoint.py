@@ -18,7 +18,12 @@ from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
 from elborl import storage
+from elborl.errors import UserError
 from elborl.storage import StorageOptions
+
+
+class CorruptCheckpoint(UserError):
+    """A checkpoint whose files do not match the digest its state.json recorded."""
 
 
 def epoch_url(root: str, epoch: int) -> str:
@@ -65,6 +70,10 @@ def save(url: str, policy, optimizer, ema, state: dict, options: StorageOptions 
         "ema": _tensors({str(i): p for i, p in enumerate(shadow)}),
         "optimizer": _tensors(opt_tensors),
     }
+    for name, tensors in files.items():
+        bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:  # never write a checkpoint that a resume would continue from with NaN weights
+            raise FloatingPointError(f"{url}: non-finite values in {name} ({', '.join(bad[:3])}); not saved")
     digest = hashlib.sha256()
     for name, tensors in files.items():
         data = save_bytes(tensors)
@@ -78,8 +87,14 @@ def save(url: str, policy, optimizer, ema, state: dict, options: StorageOptions 
 def load(url: str, policy, optimizer, ema, options: StorageOptions | None = None) -> dict:
     """Load a checkpoint written by `save` into live objects; returns its state (with `digest`)."""
     meta = json.loads(storage.read_bytes(f"{url}/state.json", options))
-    read = {n: load_bytes(storage.read_bytes(f"{url}/{n}.safetensors", options))
-            for n in ("current", "old", "ema", "optimizer")}  # fmt: skip
+    raw = {n: storage.read_bytes(f"{url}/{n}.safetensors", options) for n in ("current", "old", "ema", "optimizer")}
+    digest = hashlib.sha256()
+    for data in raw.values():
+        digest.update(data)
+    if digest.hexdigest()[:16] != meta.get("digest"):  # a truncated or bit-flipped file is never loaded
+        raise CorruptCheckpoint(f"{url}: the files' digest {digest.hexdigest()[:16]} differs from state.json's "
+                                f"{meta.get('digest')} (a file was truncated or altered); not loaded")  # fmt: skip
+    read = {n: load_bytes(data) for n, data in raw.items()}
     device = policy.device
     policy.weights.load_state_dict({k: v.to(device) for k, v in read["current"].items()}, "current")
     policy.weights.load_state_dict({k: v.to(device) for k, v in read["old"].items()}, "old")

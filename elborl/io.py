@@ -32,17 +32,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 @contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Build a folder beside `path` (yielded), then swap it in: readers see the old or the new one.
+    """Build a folder beside `path` (yielded), then swap it in: readers see the old or the new one, and
+    a kill at any moment leaves one of them (the old one renamed aside is put back by the next call).
 
     Example: `with atomic_dir(out / "model") as tmp: model.save_pretrained(tmp)`.
     """
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp, old = path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
+    if old.exists() and not path.exists():  # a kill between the two renames below: the old one is the folder
+        old.rename(path)
     yield tmp
-    shutil.rmtree(path, ignore_errors=True)
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        path.rename(old)  # never delete before the new folder is in place: a kill leaves `old` to recover
     tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

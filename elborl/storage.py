@@ -72,9 +72,13 @@ def _remote_errors() -> tuple[type[BaseException], ...]:
     return (OSError, BotoCoreError)
 
 
-def _unreachable(url: str, options: StorageOptions | None, err: Exception) -> UserError:
+class StorageUnreachable(UserError):
+    """The storage endpoint did not answer (after the client's bounded retries): a transient fault."""
+
+
+def _unreachable(url: str, options: StorageOptions | None, err: Exception) -> StorageUnreachable:
     endpoint = (options or StorageOptions()).endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS S3"
-    return UserError(f"{url}: cannot reach the storage at {endpoint} ({err.__class__.__name__}: {err})")
+    return StorageUnreachable(f"{url}: cannot reach the storage at {endpoint} ({err.__class__.__name__}: {err})")
 
 
 def write_bytes(url: str | Path, data: bytes, options: StorageOptions | None = None) -> None:

@@ -17,10 +17,10 @@ from elborl import checkpoint
 from elborl.config import RewardsConfig, TrainConfig
 from elborl.rewards.detectors import Detector
 from elborl.rewards.geneval import DEFAULT_RULES, Rules
-from elborl.rewards.registry import RewardContext, RewardMix
+from elborl.rewards.registry import RewardContext, RewardError, RewardMix
 from elborl.rollout import reward, rollout
 from elborl.storage import StorageOptions
-from elborl.update import make_ema, make_optimizer, update
+from elborl.update import NonFiniteError, make_ema, make_optimizer, update
 
 
 @contextmanager
@@ -69,10 +69,13 @@ class Trainer:
         if epoch != self.epochs_done:
             raise RuntimeError(f"epoch {epoch} asked of a trainer that has completed {self.epochs_done}")
         cfg, start = self.cfg, time.perf_counter()
-        batch = reward(rollout(self.policy, self.rows, cfg, epoch), self.reward)
-        t_rollout = time.perf_counter() - start
-        gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1]).integers(2**62)))
-        metrics = update(self.policy, self.optimizer, self.ema, batch, cfg, self.step, gen)
+        try:
+            batch = reward(rollout(self.policy, self.rows, cfg, epoch), self.reward)
+            t_rollout = time.perf_counter() - start
+            gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1]).integers(2**62)))
+            metrics = update(self.policy, self.optimizer, self.ema, batch, cfg, self.step, gen)
+        except (RewardError, NonFiniteError) as err:  # nothing of this epoch is kept or checkpointed
+            raise type(err)(f"epoch {epoch + 1}: {err}") from err
         self.step, self.epochs_done = metrics["step"], epoch + 1
         metrics.update(epoch=epoch, images=len(batch.metadata), rollout_s=t_rollout,
                        update_s=time.perf_counter() - start - t_rollout, reward_s=batch.reward_s)  # fmt: skip

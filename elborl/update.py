@@ -14,6 +14,10 @@ from elborl.objectives import OBJECTIVES, clip_fraction, nft_loss
 from elborl.rollout import Rollout
 
 
+class NonFiniteError(FloatingPointError):
+    """A loss or gradient that is NaN or inf: the epoch stops before its optimizer step."""
+
+
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW, betas (0.9, 0.999), eps 1e-8, weight decay from params (1e-4, not torch's 1e-2)."""
     return torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=cfg.weight_decay)
@@ -82,13 +86,19 @@ def update(policy, optimizer, ema, batch: Rollout, cfg: TrainConfig, step: int, 
                 else:
                     loss = OBJECTIVES[cfg.objective](term.logp, term.logp_old, adv[idx], cfg)
                 kl = term.kl.mean() if term.kl is not None else torch.zeros(())
-                ((loss + cfg.beta_kl * kl) / (len(micro) * k)).backward()
+                total = loss + cfg.beta_kl * kl
+                if not torch.isfinite(total):  # before backward: no step ever follows a non-finite loss
+                    raise NonFiniteError(f"non-finite loss {float(loss)} (kl {float(kl)}) at optimizer step {step + 1}")
+                (total / (len(micro) * k)).backward()
                 sums["loss"] += loss.item()
                 sums["kl"] += kl.item()
                 sums["abs_log_ratio"] += (term.logp - term.logp_old).detach().abs().mean().item()
                 sums["clip_frac"] += clip_fraction(term.logp, term.logp_old, cfg.clip_eps)
                 n_terms += 1
-        sums["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        if not math.isfinite(grad_norm):  # the optimizer step would write NaN into every weight
+            raise NonFiniteError(f"non-finite gradient norm {grad_norm} at optimizer step {step + 1}")
+        sums["grad_norm"] += grad_norm
         optimizer.step()
         step += 1
         policy.soft_update_old(min(cfg.decay_rate * step, cfg.decay_max))

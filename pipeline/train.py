@@ -26,7 +26,7 @@ from elborl.errors import UserError
 from elborl.geneval_io import geneval_rows, read_metadata_jsonl
 from elborl.grid import image_grid
 from elborl.models.generate import generate, image_seed
-from elborl.storage import StorageOptions
+from elborl.storage import StorageOptions, StorageUnreachable
 from elborl.train import Trainer, ema_weights, fit
 from pipeline.results import result_storage
 from stages import train as stage
@@ -66,13 +66,18 @@ def _continue_from(live: _Live, epoch: int, checkpoint_in: str | None, digest_in
         raise UserError(f"{checkpoint_in}: digest {state['digest']} differs from the cached {digest_in}")
 
 
+#: Faults worth retrying: the storage or the network did not answer. A missing file, a permission error,
+#: bad input or a bug fails at once.
+TRANSIENT = (StorageUnreachable, ConnectionError, TimeoutError)
+
+
 def _transient(task, task_run, state) -> bool:
-    """Retry an epoch only when storage or the network failed (a retry restarts the epoch from its
-    input checkpoint, so it gives the same result); a bug fails at once."""
+    """Retry an epoch only on a `TRANSIENT` fault, by exception type (a retry restarts the epoch from its
+    input checkpoint, so it gives the same result)."""
     try:
         state.result()
-    except (OSError, UserError) as err:
-        return "cannot reach" in str(err) or isinstance(err, OSError)
+    except TRANSIENT:
+        return True
     except Exception:
         return False
     return False
