@@ -28,7 +28,7 @@ from elborl.grid import image_grid
 from elborl.models.generate import generate, image_seed
 from elborl.storage import StorageOptions, StorageUnreachable
 from elborl.train import Trainer, ema_weights, fit
-from pipeline.results import result_storage
+from pipeline.results import EpochJSON, check_cached_result, result_storage
 from stages import train as stage
 
 
@@ -122,7 +122,11 @@ def _epochs(task_, key: str, epochs: int, base_digest: str) -> list[dict]:
     chain = {"digest": base_digest, "checkpoint": None}
     results = []
 
+    live = _LIVE[key]
+
     def run_epoch(epoch: int) -> dict:
+        cache_key = _epoch_key(None, {"key": key, "epoch": epoch, "digest_in": chain["digest"]})
+        check_cached_result(f"{live.root}/results/{cache_key}", live.options)  # before Prefect decodes it
         result = task_(key, epoch, chain["digest"], chain["checkpoint"])
         chain.update(digest=result["digest"], checkpoint=result["checkpoint"])
         results.append(result)
@@ -176,7 +180,8 @@ def train_flow(
             logger.info(f"train: {n} prompt encodings from the run's cache")
         return _Live(trainer, root, options, test_rows, client, run_id)
 
-    task_ = epoch_task.with_options(result_storage=result_storage(f"{root}/results", options))
+    task_ = epoch_task.with_options(result_storage=result_storage(f"{root}/results", options),
+                                    result_serializer=EpochJSON())  # fmt: skip
     _LIVE[key] = live()
     try:
         try:

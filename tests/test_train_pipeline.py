@@ -168,3 +168,39 @@ def test_bad_params_stop_the_train_stage_before_any_work(cli, tmp_path):
     assert not (tmp_path / "out").exists()
     code, _, err = cli("train", "--prompts", tmp_path / "nowhere", "--out", tmp_path / "out")
     assert code == 2 and "nowhere/train.jsonl: not found" in err
+
+
+class _Planted:
+    """Unpickling this touches a marker file: what a poisoned cache would run on a resuming machine."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (self.marker.touch, ())
+
+
+def test_a_pickle_planted_in_the_result_cache_is_refused_not_executed(tmp_path, straight):
+    import base64
+    import pickle
+    import shutil
+
+    project, expected = straight
+    root = Path(yaml.safe_load((project / "params.yaml").read_text())["train"]["checkpoints"]) / expected["run_key"]
+    results = sorted((root / "results").iterdir())
+    assert results and all(json.loads(r.read_text())["metadata"]["serializer"]["type"] == "elborl-json"
+                           for r in results)  # fmt: skip
+    poisoned = _project(tmp_path / "poisoned", tmp_path / "ckpt")
+    shutil.copytree(root, tmp_path / "ckpt" / expected["run_key"])
+    first = tmp_path / "ckpt" / expected["run_key"] / "results" / results[0].name
+    record = json.loads(first.read_text())
+    marker = tmp_path / "pwned"
+    record["metadata"]["serializer"] = {"type": "pickle", "picklelib": "pickle"}
+    record["result"] = base64.b64encode(pickle.dumps(_Planted(marker))).decode()
+    first.write_text(json.dumps(record))
+    done = subprocess.run(_train_cmd(poisoned), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and not marker.exists()
+    assert f"error: {first}: a cached epoch result elborl did not write as JSON ('pickle'); refused" in done.stderr
+    first.write_bytes(pickle.dumps({"epoch": 0}))  # not even a JSON record
+    done = subprocess.run(_train_cmd(poisoned), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 2 and "not a JSON result record" in done.stderr
