@@ -57,6 +57,12 @@ class WorldConfig(Section):
                 f"max_object: expected 2 * max_object + 2 * gap <= size ({self.size}) so that four "
                 f"objects fit, found max_object={self.max_object}, gap={self.gap}"
             )
+        from elborl.world.spec import WorldSpec  # its checks (the background's distance to the colours) name the file
+
+        try:
+            WorldSpec.from_config(self)
+        except ValueError as err:
+            raise ValueError(str(err).removeprefix("world.")) from None
         return self
 
 
@@ -425,7 +431,7 @@ def format_validation_error(err: ValidationError, source: str, model: type[BaseM
     lines = []
     for e in err.errors():
         loc = tuple(e["loc"])
-        key = ".".join(str(p) for p in loc) or "<top level>"
+        key = ".".join(str(p) if str(p).isprintable() else repr(p) for p in loc) or "<top level>"  # one line
         if e["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
@@ -469,9 +475,18 @@ def load_params(path: str | Path = "params.yaml") -> Params:
     if not path.is_file():
         raise UserError(f"{path}: params file not found")
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {err}") from None
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path}: not UTF-8 text (byte {err.object[err.start]:#04x} at offset {err.start})") from None
+    except RecursionError:
+        raise UserError(f"{path}: not valid YAML: nested too deeply") from None
+    except yaml.YAMLError as err:  # one line: the problem and where, not PyYAML's multi-line excerpt
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = ": ".join(filter(None, (getattr(err, "context", None), getattr(err, "problem", None)))) or str(err)
+        raise UserError(f"{path}: not valid YAML{where}: {' '.join(what.split())}") from None
+    except (ValueError, KeyError, IndexError) as err:  # PyYAML's scalar constructors: a date 2024-13-01, `!!int x`
+        raise UserError(f"{path}: not valid YAML: cannot construct a value ({' '.join(str(err).split())})") from None
     return parse_params(data, str(path))
 
 

@@ -24,6 +24,15 @@ from elborl.rewards.geneval import COLOR_NAMES, RELATIONS, TAGS
 IMAGE_NAME = re.compile(r"\d+\.png")
 
 
+def _read_utf8(path: Path) -> str:
+    """A text file's contents; bytes that are not UTF-8 are a UserError naming the file and line."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        line = err.object.count(b"\n", 0, err.start) + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {err.object[err.start]:#04x})") from None
+
+
 def _check_clause(clause: object, where: str, kind: str, index: int, n_before: int) -> None:
     if not isinstance(clause, dict):
         raise UserError(f"{where}: {kind}[{index}]: expected an object, found {clause!r}")
@@ -43,7 +52,7 @@ def _check_clause(clause: object, where: str, kind: str, index: int, n_before: i
         pos = clause["position"]
         ok = (
             isinstance(pos, list) and len(pos) == 2 and pos[0] in RELATIONS
-            and isinstance(pos[1], int) and 0 <= pos[1] < n_before
+            and isinstance(pos[1], int) and not isinstance(pos[1], bool) and 0 <= pos[1] < n_before
         )  # fmt: skip
         if not ok:
             raise UserError(
@@ -80,8 +89,8 @@ def validate_metadata(meta: object, where: str) -> dict:
             raise UserError(f"{where}: missing key '{key}'")
     if meta["tag"] not in TAGS:
         raise UserError(f"{where}: tag: expected one of {', '.join((*TAGS, *PROMPT_ONLY_TAGS))}, found {meta['tag']!r}")
-    if not isinstance(meta["prompt"], str):
-        raise UserError(f"{where}: prompt: expected a string, found {meta['prompt']!r}")
+    if not isinstance(meta["prompt"], str) or not meta["prompt"]:  # GenEval's prompts are never empty
+        raise UserError(f"{where}: prompt: expected a non-empty string, found {meta['prompt']!r}")
     for kind in ("include", "exclude"):
         clauses = meta.get(kind, [])
         if not isinstance(clauses, list) or (kind == "include" and not clauses):
@@ -101,13 +110,15 @@ def read_metadata_jsonl(path: str | Path) -> list[dict]:
     if not path.is_file():
         raise UserError(f"{path}: metadata file not found")
     rows = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    for lineno, line in enumerate(_read_utf8(path).split("\n"), start=1):  # not splitlines: U+2028 is JSON text
         if not line.strip():
             continue
         try:
             meta = json.loads(line)
         except json.JSONDecodeError as err:
             raise UserError(f"{path}:{lineno}: not valid JSON ({err.msg} at column {err.colno})") from None
+        except RecursionError:
+            raise UserError(f"{path}:{lineno}: not valid JSON (nested too deeply)") from None
         rows.append(validate_metadata(meta, f"{path}:{lineno}"))
     if not rows:
         raise UserError(f"{path}: no metadata lines")
@@ -172,9 +183,11 @@ def iter_layout(root: str | Path) -> Iterator[PromptFolder]:
         if not meta_path.is_file():
             raise UserError(f"{meta_path}: metadata file not found")
         try:
-            meta = json.loads(meta_path.read_text())
+            meta = json.loads(_read_utf8(meta_path))
         except json.JSONDecodeError as err:
             raise UserError(f"{meta_path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        except RecursionError:
+            raise UserError(f"{meta_path}: not valid JSON (nested too deeply)") from None
         validate_metadata(meta, str(meta_path))
         samples = folder / "samples"
         if not samples.is_dir():
@@ -196,7 +209,7 @@ def load_image(path: str | Path, size: int | None = None) -> np.ndarray:
     try:
         with Image.open(path) as im:
             image = np.asarray(im.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
         raise UserError(f"{path}: not a readable image ({err.__class__.__name__})") from None
     if size is not None and image.shape[:2] != (size, size):
         raise UserError(

@@ -86,6 +86,7 @@ def render(
 ) -> None:
     """Render ground-truth images that satisfy each prompt, in GenEval's folder layout."""
     from elborl.geneval_io import metadata_classes, read_metadata_jsonl, write_layout
+    from elborl.rewards.geneval import TAGS
     from elborl.world.render import render_images
 
     spec = _spec(load_params(params))
@@ -94,7 +95,19 @@ def render(
     if unknown:
         raise UserError(f"{metadata}: classes not in the world: {', '.join(sorted(unknown))} "
                         f"(world.classes: {', '.join(spec.classes)})")  # fmt: skip
-    write_layout(out, rows, images_per_prompt, lambda i, m: render_images(m, spec, images_per_prompt, seed, i))
+    for i, meta in enumerate(rows):  # prompt-only rows (e.g. ocr) have no clauses to draw
+        if meta["tag"] not in TAGS:
+            raise UserError(f"{metadata}: prompt {i}: tag: expected one of {', '.join(TAGS)} (render draws "
+                            f"GenEval clauses), found {meta['tag']!r}")  # fmt: skip
+
+    def images(i: int, meta: dict):
+        try:
+            return render_images(meta, spec, images_per_prompt, seed, i)
+        except RuntimeError:  # the layout search gave up: more or bigger objects than the world holds
+            raise UserError(f"{metadata}: prompt {i} (folder {i:05d}): include: no layout of its objects fits the "
+                            f"{spec.size}x{spec.size} world") from None  # fmt: skip
+
+    write_layout(out, rows, images_per_prompt, images)
     typer.echo(f"rendered {len(rows)} prompts x {images_per_prompt} images to {out}")
 
 
