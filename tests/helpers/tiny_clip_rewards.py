@@ -6,6 +6,7 @@ predictor's original MLP."""
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 
@@ -137,20 +138,15 @@ class OriginalAestheticMLP(nn.Module):
     def __init__(self, input_size: int):
         super().__init__()
         self.input_size = input_size
-        self.layers = nn.Sequential(
-            nn.Linear(self.input_size, 1024),
-            # nn.ReLU(),
-            nn.Dropout(0.2),
-            nn.Linear(1024, 128),
-            # nn.ReLU(),
-            nn.Dropout(0.2),
-            nn.Linear(128, 64),
-            # nn.ReLU(),
-            nn.Dropout(0.1),
-            nn.Linear(64, 16),
-            # nn.ReLU(),
-            nn.Linear(16, 1),
-        )
+        # The original's module order (its state-dict keys are layers.0/2/4/6/7): linear layers with
+        # dropouts after the first three and no activations between them.
+        sizes, drops = (self.input_size, 1024, 128, 64, 16, 1), (0.2, 0.2, 0.1)
+        modules: list[nn.Module] = []
+        for i, (n_in, n_out) in enumerate(itertools.pairwise(sizes)):
+            modules.append(nn.Linear(n_in, n_out))
+            if i < len(drops):
+                modules.append(nn.Dropout(drops[i]))
+        self.layers = nn.Sequential(*modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
