@@ -153,9 +153,10 @@ def test_train_on_s3_resumes_from_s3_on_a_fresh_machine(tmp_path, straight, s3_s
 
 def test_unreachable_s3_fails_before_any_work(tmp_path):
     project = _project(tmp_path / "p", "s3://elborl/ckpt", "http://127.0.0.1:9")
-    done = subprocess.run(_train_cmd(project), env={**_env(), "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"},
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 2
+    secret = "sk-test-SECRET-123"  # a recognisable fake secret: it must never be printed
+    env = {**_env(), "AWS_ACCESS_KEY_ID": "AKIA-ID", "AWS_SECRET_ACCESS_KEY": secret}
+    done = subprocess.run(_train_cmd(project), env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and secret not in done.stdout + done.stderr
     assert "error: s3://elborl/ckpt" in done.stderr and "cannot reach the storage at http://127.0.0.1:9" in done.stderr
     assert not (project / "out").exists()
 
