@@ -14,6 +14,7 @@ import hashlib
 import json
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
 from safetensors.torch import save as save_bytes
 
@@ -141,6 +142,6 @@ def load_prompt_cache(root: str, policy, options: StorageOptions | None = None) 
         if entry.endswith(".safetensors"):
             try:
                 n += policy.load_prompt_cache(fs.cat_file(entry))
-            except (ValueError, KeyError, json.JSONDecodeError, RuntimeError):
+            except (ValueError, KeyError, RuntimeError, SafetensorError):  # a cut or altered file
                 continue
     return n

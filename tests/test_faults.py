@@ -108,3 +108,23 @@ def test_credentials_never_appear_in_storage_errors(monkeypatch):
     with pytest.raises(StorageUnreachable) as err:
         storage.write_bytes("s3://bucket/x", b"data", opts)
     assert "cannot reach the storage at http://127.0.0.1:9" in str(err.value) and secret not in str(err.value)
+
+
+def test_a_cut_prompt_cache_file_is_skipped_and_its_prompts_encoded_again(tmp_path):
+    from elborl.models.tiny import TinyConfig
+
+    def policy():
+        return tiny_policy(TinyT2I.create(TinyConfig(num_layers=1, text_layers=1)), "frozen")
+
+    first = policy()
+    states, _ = first.encode(["a photo of a circle", "a photo of a cross"])
+    checkpoint.save_prompt_cache(str(tmp_path), 1, first)
+    cache = tmp_path / "prompt_cache" / "epoch_0001.safetensors"
+    data = cache.read_bytes()
+    cache.write_bytes(data[:-100])  # a write cut short
+    assert checkpoint.load_prompt_cache(str(tmp_path), policy()) == 0
+    cache.write_bytes(data)
+    resumed = policy()
+    assert checkpoint.load_prompt_cache(str(tmp_path), resumed) == 2
+    resumed._encode_fn = None  # a cached prompt never reaches the encoder again
+    assert torch.equal(resumed.encode(["a photo of a cross"])[0][0], states[1])
