@@ -8,6 +8,8 @@ deprecated ./mlruns file store); an `http://` URI talks to `mlflow server`.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from elborl.errors import UserError
@@ -36,13 +38,32 @@ def client(uri: str = DEFAULT_URI, artifact_root: str | Path | None = None):
         # Artifacts beside the database (MLflow's own default would be ./mlruns in the working folder).
         artifact_root = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
     c = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    c._elborl_artifact_root = str(artifact_root) if artifact_root else None  # our own attribute
+    c._elborl_artifact_root = str(artifact_root) if artifact_root else None  # our own attributes
+    c._elborl_uri = uri
     if uri.startswith("http"):
         try:
             c.search_experiments(max_results=1)
         except Exception as err:  # MlflowException wraps the connection error
             raise UserError(f"{uri}: cannot reach the MLflow server ({err.__class__.__name__})") from None
     return c
+
+
+class TrackingUnreachable(UserError):
+    """The MLflow server stopped answering mid-run: a transient fault (the epoch is retried, then the run
+    stops with this error; finished epochs are cached, so rerunning the command continues)."""
+
+
+@contextmanager
+def reaching(c, what: str) -> Iterator[None]:
+    """Turn MLflow's connection failures inside the block into one clear `TrackingUnreachable`."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except (MlflowException, OSError) as err:
+        uri = getattr(c, "_elborl_uri", "the tracking server")
+        msg = f"{uri}: cannot reach the MLflow server while {what} ({err.__class__.__name__}); finished epochs "
+        raise TrackingUnreachable(msg + "are cached: rerun the same command once it answers") from None
 
 
 def start_run(c, experiment: str, params: dict, run_name: str | None = None) -> str:
@@ -87,9 +108,14 @@ def flatten(params: dict, prefix: str = "") -> dict[str, str]:
 
 
 def log_metrics(c, run_id: str, metrics: dict, step: int) -> None:
-    """Log every numeric entry (nested dicts flattened with dots) at `step`."""
-    for key, value in flatten_numbers(metrics).items():
-        c.log_metric(run_id, key, value, step=step)
+    """Log every numeric entry (nested dicts flattened with dots) at `step`.
+
+    Raises:
+        TrackingUnreachable: The server stopped answering.
+    """
+    with reaching(c, f"logging step {step}"):
+        for key, value in flatten_numbers(metrics).items():
+            c.log_metric(run_id, key, value, step=step)
 
 
 def flatten_numbers(metrics: dict, prefix: str = "") -> dict[str, float]:

@@ -87,6 +87,12 @@ def _register(params, run_id: str, table: dict, out: Path, logger) -> None:
     """Log the scores and the grid to the train run, register its model, move the alias if it wins."""
     t = params.tracking
     c = tracking.client(t.uri, t.artifact_root)
+    with tracking.reaching(c, "registering the evaluated model"):
+        _log_and_register(c, t, run_id, table, out, logger)
+
+
+def _log_and_register(c, t, run_id: str, table: dict, out: Path, logger) -> None:
+    """The scores and grid on the train run, the model registered, the alias moved when it wins."""
     tracking.log_metrics(c, run_id, {"eval": table}, step=0)
     c.log_artifact(run_id, str(out / "samples.png"), "eval")
     c.log_artifact(run_id, str(out / "scores.json"), "eval")

@@ -27,6 +27,7 @@ from elborl.geneval_io import geneval_rows, read_metadata_jsonl
 from elborl.grid import image_grid
 from elborl.models.generate import generate, image_seed
 from elborl.storage import StorageOptions, StorageUnreachable
+from elborl.tracking import TrackingUnreachable
 from elborl.train import Trainer, ema_weights, fit
 from pipeline.results import EpochJSON, check_cached_result, result_storage
 from stages import train as stage
@@ -68,7 +69,7 @@ def _continue_from(live: _Live, epoch: int, checkpoint_in: str | None, digest_in
 
 #: Faults worth retrying: the storage or the network did not answer. A missing file, a permission error,
 #: bad input or a bug fails at once.
-TRANSIENT = (StorageUnreachable, ConnectionError, TimeoutError)
+TRANSIENT = (StorageUnreachable, TrackingUnreachable, ConnectionError, TimeoutError)
 
 
 def _transient(task, task_run, state) -> bool:
@@ -96,8 +97,9 @@ def epoch_task(key: str, epoch: int, digest_in: str, checkpoint_in: str | None) 
         metrics["test.overall"] = summary["overall"]
         metrics.update({f"test.{tag}": v for tag, v in summary["per_tag"].items()})
         if live.client:
-            live.client.log_image(live.run_id, _sample_grid(trainer, live.test_rows),
-                                  artifact_file=f"samples/epoch_{epoch + 1:04d}.png")  # fmt: skip
+            grid = _sample_grid(trainer, live.test_rows)
+            with tracking.reaching(live.client, f"logging epoch {epoch + 1}'s samples"):
+                live.client.log_image(live.run_id, grid, artifact_file=f"samples/epoch_{epoch + 1:04d}.png")
     url = checkpoint.epoch_url(live.root, epoch + 1)
     checkpoint.save_prompt_cache(live.root, epoch + 1, trainer.policy, live.options)
     digest = trainer.save(url, live.options)
@@ -196,8 +198,9 @@ def train_flow(
         metrics = stage.write_outputs(Path(out), _LIVE[key].trainer, history, run)
     finally:
         _LIVE.pop(key, None)
-    client.log_artifacts(run_id, str(Path(out) / "model"), "model")
-    client.log_artifact(run_id, str(Path(out) / "history.csv"))
-    client.set_terminated(run_id)
+    with tracking.reaching(client, "logging the trained model"):
+        client.log_artifacts(run_id, str(Path(out) / "model"), "model")
+        client.log_artifact(run_id, str(Path(out) / "history.csv"))
+        client.set_terminated(run_id)
     logger.info(f"train: reward {history[0]['reward_mean']:.3f} -> {history[-1]['reward_mean']:.3f}")
     return metrics

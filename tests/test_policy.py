@@ -153,3 +153,12 @@ def test_sd3_folder_missing_file_is_named(sd3_folder, tmp_path):
         load_sd3(broken)
     with pytest.raises(UserError, match="SD3 model folder not found"):
         load_sd3(tmp_path / "nowhere")
+
+
+def test_a_saved_tiny_model_does_not_depend_on_whether_its_tokenizer_was_called(tmp_path):
+    model = TinyT2I.create(SMALL)
+    model.save_pretrained(tmp_path / "a")
+    model.encode(PROMPTS)  # a fast tokenizer keeps its last call's padding / truncation
+    model.save_pretrained(tmp_path / "b")
+    for f in sorted((tmp_path / "a").rglob("*.*")):
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f.name

@@ -178,6 +178,10 @@ class TinyT2I(torch.nn.Module):
         """Write tokenizer/, text_encoder/ and transformer/ (safetensors) under `path`, optionally cast
         to `dtype` (fp16 for shipping; loading upcasts)."""
         path = Path(path)
+        # A fast tokenizer keeps the padding / truncation of its last call and would save it: whether the
+        # tokenizer was called in this process (or every prompt came from a cache) must not change the bytes.
+        self.tokenizer.backend_tokenizer.no_padding()
+        self.tokenizer.backend_tokenizer.no_truncation()
         self.tokenizer.save_pretrained(path / "tokenizer")
         for name in ("text_encoder", "transformer"):
             module = getattr(self, name)
