@@ -87,3 +87,33 @@ def test_compare_cli(cli, tmp_path):
     lines = out.strip().splitlines()
     assert code == 0 and lines[0].startswith("version | champion | overall | per_tag.colors")
     assert lines[1].split(" | ")[:4] == ["1", "*", "0.500", "0.250"] and "pepg" in lines[1]
+
+
+def test_a_server_that_stops_answering_mid_run_is_one_clear_error():
+    """A server that answered when the run started, then died: logging raises TrackingUnreachable (a
+    UserError the CLI prints as one line, and a transient fault the epoch task retries)."""
+    import http.server
+    import threading
+
+    from elborl.tracking import TrackingUnreachable, log_metrics
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # search_experiments: an empty answer is a reachable server
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    c = client(uri)
+    server.shutdown()
+    server.server_close()
+    with pytest.raises(TrackingUnreachable, match=f"{uri}: cannot reach the MLflow server while logging step 1"):
+        log_metrics(c, "run-id", {"reward_mean": 0.5}, step=1)
