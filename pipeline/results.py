@@ -46,6 +46,14 @@ class EpochJSON(Serializer):
         return json.loads(blob)
 
 
+def _parses(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 class UntrustedResult(UserError):
     """A cached result file that is not elborl's JSON (e.g. a pickle planted in a shared bucket)."""
 
@@ -54,7 +62,9 @@ def check_cached_result(url: str, options: StorageOptions | None = None) -> None
     """Refuse a cached result that Prefect would decode with anything but `EpochJSON`.
 
     Prefect's result file names its own serializer, so a file written by someone else could ask for
-    pickle; this runs before Prefect reads it. A missing file is fine (the epoch runs).
+    pickle; this runs before Prefect reads it. A missing file is fine (the epoch runs); an empty file or
+    a JSON record cut short (a kill during Prefect's non-atomic local write) is removed, and the epoch
+    runs again.
 
     Raises:
         UntrustedResult: Naming the file and what it holds.
@@ -62,6 +72,12 @@ def check_cached_result(url: str, options: StorageOptions | None = None) -> None
     if not storage.exists(url, options):
         return
     data = storage.read_bytes(url, options)
+    if not data.strip() or (data.startswith(b'{"metadata"') and not _parses(data)):
+        # A write cut short by a kill (Prefect's local writes are not atomic): nothing to trust or to
+        # refuse, the epoch is simply computed again.
+        fs, path = storage.filesystem(url, options)
+        fs.rm(path)
+        return
     try:
         record = json.loads(data)
         kind = record["metadata"]["serializer"]["type"]

@@ -128,3 +128,25 @@ def test_a_cut_prompt_cache_file_is_skipped_and_its_prompts_encoded_again(tmp_pa
     assert checkpoint.load_prompt_cache(str(tmp_path), resumed) == 2
     resumed._encode_fn = None  # a cached prompt never reaches the encoder again
     assert torch.equal(resumed.encode(["a photo of a cross"])[0][0], states[1])
+
+
+def test_a_cached_result_cut_short_is_recomputed_and_a_foreign_one_refused(tmp_path):
+    import json
+    import pickle
+
+    from pipeline.results import EpochJSON, UntrustedResult, check_cached_result
+
+    record = json.dumps({"metadata": {"serializer": {"type": EpochJSON().type}}, "result": "{}"}).encode()
+    good, empty, cut, foreign = (tmp_path / n for n in ("good", "empty", "cut", "foreign"))
+    good.write_bytes(record)
+    empty.write_bytes(b"")
+    cut.write_bytes(record[: len(record) // 2])
+    foreign.write_bytes(pickle.dumps({"epoch": 0}))
+    check_cached_result(str(good))
+    for path in (empty, cut):  # a kill inside Prefect's write: removed, so the epoch runs again
+        check_cached_result(str(path))
+        assert not path.exists()
+    with pytest.raises(UntrustedResult, match="not a JSON result record"):
+        check_cached_result(str(foreign))
+    assert foreign.exists()
+    check_cached_result(str(tmp_path / "missing"))
