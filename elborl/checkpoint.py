@@ -93,8 +93,9 @@ def load(url: str, policy, optimizer, ema, options: StorageOptions | None = None
     for data in raw.values():
         digest.update(data)
     if digest.hexdigest()[:16] != meta.get("digest"):  # a truncated or bit-flipped file is never loaded
+        fix = "Delete this folder and run the same command again: the epoch that wrote it is recomputed"
         raise CorruptCheckpoint(f"{url}: the files' digest {digest.hexdigest()[:16]} differs from state.json's "
-                                f"{meta.get('digest')} (a file was truncated or altered); not loaded")  # fmt: skip
+                                f"{meta.get('digest')} (a file was truncated or altered); not loaded. {fix}")
     read = {n: load_bytes(data) for n, data in raw.items()}
     device = policy.device
     policy.weights.load_state_dict({k: v.to(device) for k, v in read["current"].items()}, "current")

@@ -49,7 +49,17 @@ _LIVE: dict[str, _Live] = {}
 
 
 class CheckpointMissing(Exception):
-    """A cached epoch points at a checkpoint that was pruned since (e.g. `epochs` was lowered)."""
+    """A cached epoch points at a checkpoint that is gone (pruned since `epochs` was lowered, or deleted
+    by a user after a `CorruptCheckpoint`).
+
+    Args:
+        message: What is missing.
+        epochs: The completed epochs the missing checkpoint held.
+    """
+
+    def __init__(self, message: str, epochs: int):
+        super().__init__(message)
+        self.epochs = epochs
 
 
 def _epoch_key(ctx, p: dict) -> str:
@@ -61,7 +71,7 @@ def _continue_from(live: _Live, epoch: int, checkpoint_in: str | None, digest_in
     if live.trainer.epochs_done == epoch:
         return
     if checkpoint_in is None or not checkpoint.complete(checkpoint_in, live.options):
-        raise CheckpointMissing(f"{checkpoint_in}: checkpoint of epoch {epoch} is gone")
+        raise CheckpointMissing(f"{checkpoint_in}: checkpoint of epoch {epoch} is gone", epoch)
     state = live.trainer.load(checkpoint_in, live.options)
     if state["digest"] != digest_in:
         raise UserError(f"{checkpoint_in}: digest {state['digest']} differs from the cached {digest_in}")
@@ -118,9 +128,10 @@ def _sample_grid(trainer: Trainer, rows: list[dict], n: int = 16) -> np.ndarray:
     return image_grid(np.asarray(images))
 
 
-def _epochs(task_, key: str, epochs: int, base_digest: str) -> list[dict]:
+def _epochs(task_, key: str, epochs: int, base_digest: str, refresh_from: int | None = None) -> list[dict]:
     """The epoch loop (`elborl.train.fit`) with each epoch a cached task, chaining each one's checkpoint
-    digest into the next one's key."""
+    digest into the next one's key; epochs from `refresh_from` on are computed again, not read from the cache."""
+    refreshed = task_.with_options(refresh_cache=True)
     chain = {"digest": base_digest, "checkpoint": None}
     results = []
 
@@ -129,7 +140,8 @@ def _epochs(task_, key: str, epochs: int, base_digest: str) -> list[dict]:
     def run_epoch(epoch: int) -> dict:
         cache_key = _epoch_key(None, {"key": key, "epoch": epoch, "digest_in": chain["digest"]})
         check_cached_result(f"{live.root}/results/{cache_key}", live.options)  # before Prefect decodes it
-        result = task_(key, epoch, chain["digest"], chain["checkpoint"])
+        run = refreshed if refresh_from is not None and epoch >= refresh_from else task_
+        result = run(key, epoch, chain["digest"], chain["checkpoint"])
         chain.update(digest=result["digest"], checkpoint=result["checkpoint"])
         results.append(result)
         return result["metrics"]
@@ -186,12 +198,18 @@ def train_flow(
                                     result_serializer=EpochJSON())  # fmt: skip
     _LIVE[key] = live()
     try:
-        try:
-            results = _epochs(task_, key, cfg.epochs, base_digest)
-        except CheckpointMissing as err:  # cached epochs whose checkpoints were pruned: recompute them
-            logger.info(f"train: {err}; recomputing the epochs")
-            _LIVE[key] = live()
-            results = _epochs(task_.with_options(refresh_cache=True), key, cfg.epochs, base_digest)
+        refresh_from = None
+        while True:
+            try:
+                results = _epochs(task_, key, cfg.epochs, base_digest, refresh_from)
+                break
+            except CheckpointMissing as err:  # recompute from the epoch that wrote it, from its own input
+                if refresh_from == 0:
+                    raise
+                writer = err.epochs - 1  # each retry starts strictly earlier, down to the base
+                refresh_from = max(0, writer if refresh_from is None else min(writer, refresh_from - 1))
+                logger.info(f"train: {err}; recomputing from epoch {refresh_from + 1}")
+                _LIVE[key] = live()
         history = [r["metrics"] for r in results]
         run = {"run_key": key, "digest": results[-1]["digest"], "checkpoint": results[-1]["checkpoint"],
                "mlflow_run_id": run_id}  # fmt: skip

@@ -205,3 +205,20 @@ def test_a_pickle_planted_in_the_result_cache_is_refused_not_executed(tmp_path, 
     first.write_bytes(pickle.dumps({"epoch": 0}))  # not even a JSON record
     done = subprocess.run(_train_cmd(poisoned), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 2 and "not a JSON result record" in done.stderr
+
+
+def test_a_deleted_checkpoint_costs_one_epoch_not_the_run(tmp_path, straight):
+    """After a CorruptCheckpoint the user deletes that folder: the rerun replays the cached epochs before it
+    and recomputes only the one that wrote it (from the previous checkpoint), ending on the same digest."""
+    import shutil
+
+    _, expected = straight
+    project = _project(tmp_path / "p", tmp_path / "ckpt")
+    subprocess.run(_train_cmd(project), check=True, env=_env(), cwd=ROOT, capture_output=True)
+    shutil.rmtree(tmp_path / "ckpt" / expected["run_key"] / "epoch_0004")  # the newest of the two kept
+    done = subprocess.run(_train_cmd(project), check=True, env=_env(), cwd=ROOT, capture_output=True, text=True)
+    log = done.stdout + done.stderr
+    assert "recomputing from epoch 4" in log and "Task run 'epoch-2' - Finished in state Cached" in log
+    assert "Task run 'epoch-3' - Finished in state Completed" in log
+    assert "epoch-0' - Finished in state Completed" not in log
+    assert json.loads((project / "out" / "run.json").read_text())["digest"] == expected["digest"]
