@@ -21,7 +21,6 @@ from elborl.storage import StorageOptions, StorageUnreachable
 from elborl.train import Trainer
 from elborl.update import NonFiniteError
 from elborl.world.prompts import make_prompt_sets
-from pipeline.train import _transient
 from tests.conftest import ROOT
 
 
@@ -53,6 +52,8 @@ def test_atomic_dir_never_leaves_neither_folder(tmp_path):
     (ValueError("a bug"), False),
 ])  # fmt: skip
 def test_only_transient_faults_are_retried(error, retried):
+    from pipeline.train import _transient  # here, not at collection: importing Prefect binds its log console
+
     def result():
         raise error
 
