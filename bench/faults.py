@@ -505,29 +505,10 @@ def sh(args: list[str], cwd: Path) -> str:
 
 
 def clone(dest: Path) -> Path:
-    """The project's files (committed or not, minus ignored ones and data/) in a fresh git repository, with
-    the small params of tests/conftest.py's `clone` fixture."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.splitlines()  # fmt: skip
-    for name in files:
-        if name.startswith("data/") or not (ROOT / name).is_file():
-            continue
-        (dest / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, dest / name)
-    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t"]
-    sh(["git", "init", "-q"], dest)
-    sh(["git", "add", "-A"], dest)
-    sh([*git, "commit", "-qm", "init", "--allow-empty"], dest)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params["prompts"]["test_size"] = 12
-    params["ceiling"]["images_per_prompt"] = 1
-    params["base"].update(eval_min_images_per_tag=1, eval_steps=2)
-    params["train"].update(epochs=2, prompts_per_epoch=2, group_size=2, steps=2, eval_every=1,
-                           eval_min_images_per_tag=1)  # fmt: skip
-    params["evaluate"].update(images_per_prompt=1, min_images_per_tag=1, steps=2, grid_prompts=4)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params))
-    sh([*git, "commit", "-qam", "small params"], dest)
-    return dest
+    """The project in a fresh git repository with the DVC tests' small params (`tests.helpers.project`)."""
+    from tests.helpers.project import make_clone
+
+    return make_clone(dest)
 
 
 def unreadable_outputs(project: Path) -> list[str]:

@@ -1,17 +1,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from elborl.config import Params
 from elborl.world.spec import WorldSpec
 from pipeline.cli import main
+from tests.helpers.project import make_clone
 from tests.helpers.servers import free_port, server_process
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,35 +89,6 @@ def sh(*args: str, cwd: Path) -> str:
 @pytest.fixture
 def clone(tmp_path, prefect_api):
     """The repository's files (committed or not, minus ignored ones) in a fresh git repository."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
-                           text=True, check=True).stdout.split()  # fmt: skip
-    for name in files:
-        if name.startswith("data/") or not (ROOT / name).is_file():
-            continue
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / name, tmp_path / name)
-    sh("git", "init", "-q", cwd=tmp_path)
-    sh("git", "add", "-A", cwd=tmp_path)
-    sh(
-        "git",
-        "-c",
-        "user.email=t@t",
-        "-c",
-        "user.name=t",
-        "commit",
-        "-qam",
-        "init",
-        "--allow-empty",
-        cwd=tmp_path,
-    )
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["prompts"]["test_size"] = 12
-    params["ceiling"]["images_per_prompt"] = 1
-    params["base"].update(eval_min_images_per_tag=1, eval_steps=2)
-    params["train"].update(epochs=2, prompts_per_epoch=2, group_size=2, steps=2, eval_every=1,
-                           eval_min_images_per_tag=1)  # fmt: skip
-    params["evaluate"].update(images_per_prompt=1, min_images_per_tag=1, steps=2, grid_prompts=4)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "small params", cwd=tmp_path)
+    make_clone(tmp_path)
     assert not (ROOT / "mlruns").exists()
     return tmp_path
