@@ -15,20 +15,37 @@ tables below, with the command), score_vs_time.png and score_vs_images.png.
     python bench/design_space.py                 # full: the numbers in bench/results/README.md
     python bench/design_space.py --quick --out build/bench-quick   # CI: checks the machinery only
     python bench/design_space.py --device cuda --jobs 33 --eager --deadline 400   # one GPU: all runs at once
+    python bench/design_space.py --scheduler tcp://HOST:8786 --device cuda --eager   # an existing Dask cluster
     python bench/design_space.py --from-runs bench/results/gpu --target 0.27 --out /tmp/t   # re-summarize
 
-`--jobs N` runs N runs at a time in spawned processes (the cores split between them); `--eager` starts
-every swept rate on every seed at once (one wave), so that with `--deadline` every run gets the same
-wall clock on a shared machine.
+Where the runs execute (`make_executor`): `--jobs 1` (the default) runs them one after another in this
+process. `--jobs N` starts a local Dask cluster (`distributed.LocalCluster`, N spawned worker processes,
+cores // N threads each) and submits every run through its `concurrent.futures.Executor`; each worker
+runs one run at a time (every run asks for the Dask resource `run=1`, which each worker has once) with
+as many torch threads as the worker has threads. `--scheduler tcp://HOST:8786` submits to an existing
+Dask scheduler instead (`--jobs` is then ignored: the cluster's workers decide); start its workers
+with `--resources run=1` and `--nthreads` = the cores one run should use, from an environment that
+imports this repository (`PYTHONPATH=/path/to/elborl`, its package installed) and holds `--base` at the
+same path as here, e.g. on each machine:
+
+    PYTHONPATH=$PWD dask worker tcp://HOST:8786 --nworkers 4 --nthreads 8 --resources run=1   # CPU: 4 runs of 8 threads
+    CUDA_VISIBLE_DEVICES=0 PYTHONPATH=$PWD dask worker tcp://HOST:8786 --nworkers 16 --nthreads 1 \
+        --resources "run=1 GPU=1"                       # GPU 0: 16 runs share it (GPU=1 optional, unused here)
+
+`--eager` starts every swept rate on every seed at once (one wave), so that with `--deadline` every run
+gets the same wall clock on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, Future, as_completed
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +53,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/design_space.py` from anywhere
 
-from bench.pool import make_pool
 from bench.report import rate_scores, read_rows, write_summary
 from bench.throughput import matmul_gflops
 from elborl.config import Params, route_overrides
@@ -93,11 +109,68 @@ def evaluate(trainer: Trainer, test_rows: list[dict], background) -> dict:
 
 
 _BASE_EVAL: dict = {}
+RUN_SLOT = {"run": 1}  # the Dask resource every run asks for; a worker with `run=1` runs one run at a time
+
+
+class InlineExecutor(Executor):
+    """`--jobs 1` without `--scheduler`: each submitted run runs at once, in this process."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
+@contextmanager
+def make_executor(jobs: int, scheduler: str | None = None) -> Iterator[Executor]:
+    """Where the runs execute: inline (`jobs` 1, no scheduler), a local Dask cluster of `jobs` worker
+    processes (spawned: CUDA cannot fork; the machine's cores split among them), or the Dask cluster of
+    `scheduler`. Every Dask submission asks for `RUN_SLOT`; the cluster (and its workers, if local) is
+    closed on exit, whatever happened."""
+    if scheduler is None and jobs <= 1:
+        yield InlineExecutor()
+        return
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler, timeout="30s") as client:
+            check_workers(client.scheduler_info()["workers"], scheduler)
+            yield client.get_executor(pure=False, resources=RUN_SLOT)
+        return
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # memory_limit 0: no per-worker cap (Dask's default, memory / N, would pause or restart a CUDA worker)
+    with (
+        LocalCluster(n_workers=jobs, threads_per_worker=threads, processes=True, resources=RUN_SLOT,
+                     memory_limit=0, host="127.0.0.1", dashboard_address=None) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):  # fmt: skip
+        yield client.get_executor(pure=False, resources=RUN_SLOT)
+
+
+def check_workers(workers: dict, scheduler: str) -> None:
+    """Refuse a scheduler none of whose workers can run a run (they would wait forever)."""
+    if not any(w.get("resources", {}).get("run", 0) >= 1 for w in workers.values()):
+        raise SystemExit(
+            f"--scheduler {scheduler}: no worker with the resource run=1 ({len(workers)} worker(s)); start "
+            "them with `dask worker tcp://HOST:8786 --resources run=1 --nthreads N` (N: torch threads per run)"
+        )
+
+
+def use_worker_threads() -> None:
+    """On a Dask worker, torch threads = the worker's threads (Dask starts its workers with
+    OMP_NUM_THREADS=1); anywhere else, the process's own setting."""
+    try:
+        from distributed import get_worker
+
+        torch.set_num_threads(get_worker().state.nthreads)
+    except (ImportError, ValueError):  # ValueError: not on a worker
+        pass
 
 
 def run(name: str, lr: float, seed: int, args, rows, test_rows, world) -> list[dict]:
     """One RL run; returns its evaluation rows (epoch 0 = the base, evaluated once: every run starts
     from the same weights and evaluates on the same noises)."""
+    use_worker_threads()
     train = {**args.train, **CONFIGS[name], "lr": lr, "seed": seed}
     params = Params.model_validate({**route_overrides(train), "world": world})
     trainer = build_trainer(params, args.base, rows, args.device)
@@ -233,7 +306,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="a train param for every run (YAML value; a configuration's own keys win)")  # fmt: skip
     ap.add_argument("--device", default="cpu", help="torch device of every run (cuda on a GPU machine)")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at a time, each in its own process (threads split)")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="runs at a time: N > 1 starts a local Dask cluster of N processes (cores split)")  # fmt: skip
+    ap.add_argument("--scheduler", metavar="tcp://HOST:8786",
+                    help="run on this existing Dask scheduler's workers (started with --resources run=1)")  # fmt: skip
     ap.add_argument("--lr", action="append", default=[], metavar="CONFIG=RATE",
                     help="a configuration's rate, no sweep (e.g. the rate an earlier sweep chose)")  # fmt: skip
     ap.add_argument("--eager", action="store_true", help="run every swept rate on every seed at once (one wave)")
@@ -252,6 +328,7 @@ def main(argv: list[str] | None = None) -> None:
         return write_summary(
             Path(args.out), header, all_rows, sweep_rows, chosen, args.target, REFERENCE, list(CONFIGS)
         )
+    args.base = str(Path(args.base).resolve())  # the same path on every worker, whatever its working directory
     args.train = parse_sets(args.set, ap)
     args.rate = parse_rates(args.lr, ap)
     args.stop_at = time.time() + args.deadline
@@ -277,15 +354,19 @@ def main(argv: list[str] | None = None) -> None:
         atomic_write_text(out / "runs.csv", history_csv(all_rows))
         atomic_write_text(out / "lr_sweep.csv", history_csv(sweep_rows))
 
-    with make_pool(args.jobs) as pool:
+    with make_executor(args.jobs, args.scheduler) as pool:
         sweep_rows, all_rows, chosen = run_all(names, args, pool, (rows, test_rows, world), save)
 
+    where = f"the Dask cluster at {args.scheduler}" if args.scheduler else f"{args.jobs} run(s) at a time"
     header = (
         f"Command: `{command}`\n\nTarget: strict test GenEval >= {args.target}; {args.seeds} seeds; budget "
-        f"{args.budget:.0f} s of training per run; device {args.device}, {args.jobs} run(s) at a time."
+        f"{args.budget:.0f} s of training per run; device {args.device}, {where}."
     )
     write_summary(out, header, all_rows, sweep_rows, chosen, args.target, REFERENCE, list(CONFIGS))
 
 
 if __name__ == "__main__":
-    main()
+    # Through the importable module, so that Dask workers receive `bench.design_space.run` by reference.
+    from bench.design_space import main as _main
+
+    _main()

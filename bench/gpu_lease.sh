@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The design-space benchmark in one lease of a lent GPU machine (one H200, 16 cores, python3 with torch
 # and CUDA, no package registry): the project's packages that machine lacks travel as wheels in .whl/
-# (diffusers, pydantic and their small dependencies, downloaded for cp312 with `pip download`).
+# (diffusers, pydantic, dask + distributed for --jobs, and their small dependencies, downloaded for cp312
+# with `pip download`).
 #
 #   1. speed: three configurations alone on the GPU, 3 epochs each (per-epoch rollout / update rates);
 #   2. the table: every configuration and swept rate on 3 seeds at once (--jobs 33 --eager), all under

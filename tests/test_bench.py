@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import math
+from contextlib import contextmanager
 
+import psutil
 import pytest
 
 from bench.compute_to_target import Curve, first_reach, summarize_configs
-from bench.design_space import CONFIGS, main
-from bench.pool import InlinePool
+from bench.design_space import CONFIGS, InlineExecutor, main
 from bench.report import rate_scores
 
 
@@ -38,8 +39,28 @@ def test_medians_and_ratios_to_the_reference():
     assert summarize_configs(ref, 0.1, "ref")[0]["time_ratio"].startswith("n/a")
 
 
-def test_quick_mode_runs_every_configuration(tmp_path):
-    main(["--quick", "--jobs", "2", "--out", str(tmp_path)])  # two spawned worker processes
+def _children() -> set[int]:
+    """This process's descendants, less multiprocessing's resource tracker (one per process, by design)."""
+    return {p.pid for p in psutil.Process().children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())}
+
+
+def test_quick_mode_runs_every_configuration(tmp_path, monkeypatch):
+    import bench.design_space as ds
+
+    executors = []
+    make_executor = ds.make_executor
+
+    @contextmanager
+    def spy(*args):
+        with make_executor(*args) as executor:
+            executors.append(type(executor).__name__)
+            yield executor
+
+    monkeypatch.setattr(ds, "make_executor", spy)
+    before = _children()
+    main(["--quick", "--jobs", "2", "--out", str(tmp_path)])  # a local Dask cluster: two spawned worker processes
+    assert executors == ["ClientExecutor"]  # distributed's concurrent.futures interface
+    assert _children() <= before  # the cluster closed: no scheduler, nanny or worker process left
     with (tmp_path / "runs.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert {r["config"] for r in rows} == set(CONFIGS)
@@ -84,7 +105,7 @@ def test_run_all_sweeps_then_runs_every_seed_of_the_chosen_rate(monkeypatch, eag
     args = argparse.Namespace(seeds=3, eager=eager, no_sweep=False, train={}, rate={})
     saved = []
     names = ["nft/dpm2", "elbo/epg/dpm2"]
-    sweep, rows, chosen = ds.run_all(names, args, InlinePool(), (), lambda *a: saved.append(a))
+    sweep, rows, chosen = ds.run_all(names, args, InlineExecutor(), (), lambda *a: saved.append(a))
     assert chosen == {"nft/dpm2": 1e-4, "elbo/epg/dpm2": 2e-5}
     # chosen runs: configuration order, then seed; every seed once
     assert [(r["config"], r["seed"]) for r in rows if r["epoch"] == 0] == [(n, s) for n in names for s in range(3)]
@@ -108,5 +129,13 @@ def test_lr_fixes_one_configurations_rate(monkeypatch):
 
     monkeypatch.setattr(ds, "run", _fake_run)
     args = argparse.Namespace(seeds=2, eager=False, no_sweep=False, train={}, rate={"nft/dpm2": 3e-5})
-    sweep, rows, chosen = ds.run_all(["nft/dpm2"], args, InlinePool(), (), lambda *a: None)
+    sweep, rows, chosen = ds.run_all(["nft/dpm2"], args, InlineExecutor(), (), lambda *a: None)
     assert chosen == {"nft/dpm2": 3e-5} and {r["lr"] for r in sweep + rows} == {3e-5}
+
+
+def test_a_scheduler_without_run_slots_is_refused_at_once():
+    from bench.design_space import check_workers
+
+    check_workers({"tcp://w:1": {"resources": {"run": 1, "GPU": 1}}}, "tcp://s:8786")
+    with pytest.raises(SystemExit, match="no worker with the resource run=1"):  # they would wait forever
+        check_workers({"tcp://w:1": {"resources": {}}, "tcp://w:2": {}}, "tcp://s:8786")
