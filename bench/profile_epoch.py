@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.throughput import matmul_gflops
 from elborl.config import Params
 from elborl.rollout import reward, rollout
+from elborl.seeding import ELBO_DRAWS, sample_generators
 from elborl.update import update
 from elborl.world.prompts import make_prompt_sets
 from elborl.world.spec import WorldSpec
@@ -79,13 +80,13 @@ def main() -> None:
         batch = rollout(policy, rows, cfg, epoch)
         phases["rollout"] += time.perf_counter() - start
         start = time.perf_counter()
-        batch = reward(batch, trainer.detector, cfg.reward, trainer.rules)
+        batch = reward(batch, trainer.reward)
         phases["reward"] += time.perf_counter() - start
         timed.seconds.clear()
         timed.rows.clear()
         start = time.perf_counter()
-        gen = torch.Generator().manual_seed(epoch)
-        trainer.step = update(policy, trainer.optimizer, trainer.ema, batch, cfg, trainer.step, gen)["step"]
+        gens = sample_generators((cfg.seed, epoch, ELBO_DRAWS), batch.index)
+        trainer.step = update(policy, trainer.optimizer, trainer.ema, batch, cfg, trainer.step, gens)["step"]
         phases["update"] += time.perf_counter() - start
         for w in ("current", "old", "ref"):
             fwd_s[w] += timed.seconds[w]

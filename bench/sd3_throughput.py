@@ -45,6 +45,7 @@ from elborl.models.sd3 import VaeCodec
 from elborl.models.weights import LoraSpec
 from elborl.rollout import Rollout
 from elborl.sampling import guided, sample
+from elborl.seeding import sample_generators
 from elborl.update import make_ema, make_optimizer, update
 
 #: stabilityai/stable-diffusion-3.5-medium transformer/config.json ("SD3.5 Medium Public Release",
@@ -338,7 +339,6 @@ class Runner:
         self.policy, self.cfg = policy, cfg
         params = policy.trainable_parameters()
         self.optimizer, self.ema = make_optimizer(params, cfg), make_ema(params, cfg)
-        self.gen = torch.Generator().manual_seed(0)
         self.step = 0
 
     def rollout(self, batch: int):
@@ -349,7 +349,8 @@ class Runner:
 
     def update(self, x0: torch.Tensor, grid: torch.Tensor) -> None:
         batch = rewarded_batch(x0, grid)
-        self.step = update(self.policy, self.optimizer, self.ema, batch, self.cfg, self.step, self.gen)["step"]
+        gens = sample_generators((0, self.step), batch.index)  # ELBO draws per sample
+        self.step = update(self.policy, self.optimizer, self.ema, batch, self.cfg, self.step, gens)["step"]
 
     def calls(self, batch: int, x0: torch.Tensor, grid: torch.Tensor) -> dict[str, Callable[[], object]]:
         """Each phase as a no-argument call on `batch` items (decode and update reuse the given samples)."""

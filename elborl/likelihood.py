@@ -14,6 +14,7 @@ from typing import Literal
 
 import torch
 
+from elborl import seeding
 from elborl.sampling import flow_sde_mean_std, gaussian_log_prob
 
 Weighting = Literal["adaptive", "simple", "path_kl"]
@@ -60,20 +61,21 @@ def elbo(
 
 
 def elbo_timesteps(
-    grid: torch.Tensor, batch: int, k: int | None, mode: TimestepMode, generator: torch.Generator
+    grid: torch.Tensor, batch: int, k: int | None, mode: TimestepMode, generator: seeding.Generators
 ) -> torch.Tensor:
     """The K timesteps of each sample, (B, K).
 
     `grid` mode (default, as the reference code): the sampler's grid without its last point (t = 0),
     shuffled per sample, first K kept (K = floor(0.99 N) when not given: N = 10 -> 9). `uniform`
-    mode: K draws from U(0, 1] (K = N - 1 when not given... see `k`).
+    mode: K draws from U(0, 1] (K = N - 1 when not given... see `k`). `generator`: one for the batch, or
+    one per sample (`seeding.sample_generators`: the draws of a sample do not depend on its batch).
     """
     points = grid[:-1]  # t_0 = 1 ... t_{N-1}; excludes t_N = 0
     n = len(points)
     k = k if k is not None else max(1, int(0.99 * n))
     if mode == "uniform":
-        return 1 - torch.rand(batch, k, generator=generator)  # in (0, 1]
-    order = torch.argsort(torch.rand(batch, n, generator=generator), dim=1)[:, :k]  # (B, K)
+        return 1 - seeding.rand((batch, k), generator)  # in (0, 1]
+    order = torch.argsort(seeding.rand((batch, n), generator), dim=1)[:, :k]  # (B, K)
     return points[order]
 
 
@@ -108,7 +110,7 @@ def elbo_terms(
     cond,
     timesteps: torch.Tensor,
     weighting: Weighting,
-    generator: torch.Generator,
+    generator: seeding.Generators,
     need_ref: bool = True,
 ) -> Iterator[LikelihoodTerm]:
     """ELBO terms of final samples, one per column of `timesteps` (B, K), yielded one at a time so
@@ -119,8 +121,8 @@ def elbo_terms(
     """
     for j in range(timesteps.shape[1]):
         t = timesteps[:, j].to(x0.device, x0.dtype)  # (B,)
-        # Drawn on the CPU generator and moved: the same terms on any device.
-        noise = torch.randn(x0.shape, generator=generator, dtype=x0.dtype).to(x0.device)
+        # Drawn on the CPU generator(s) and moved: the same terms on any device.
+        noise = seeding.randn(x0.shape, generator, x0.dtype).to(x0.device)  # (B, ...)
         tb = _bcast(t, x0)
         x_t = (1 - tb) * x0 + tb * noise
         v_theta = policy.velocity(x_t, t, cond, "current")

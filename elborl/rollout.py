@@ -1,7 +1,9 @@
 """One epoch's data: draw prompts, sample them with the sampling policy (old weights), reward them.
 
 A rollout is just (prompt, seed, x0) for the ELBO estimator; the trajectory estimator also keeps the
-SDE states. Every random draw of epoch e comes from generators seeded with (seed, e).
+SDE states. Every random draw of epoch e comes from generators seeded with (seed, e), per sample where a
+sample has draws of its own (noise, SDE noise), so a rank or worker that samples a shard of the batch
+gets the same samples as an unsharded rollout.
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from elborl import seeding
 from elborl.config import TrainConfig
+from elborl.distributed import SINGLE, Ranks
 from elborl.models.generate import image_seed, initial_noise, to_uint8
 from elborl.rewards.registry import RewardMix
 from elborl.sampling import guided, sample
@@ -20,11 +24,11 @@ from elborl.world.prompts import draw_tag_balanced
 
 @dataclass
 class Rollout:
-    """A batch of B = P x G samples.
+    """A batch of B = P x G samples, or the shard b of it that one rank holds.
 
     Args:
-        metadata: GenEval metadata per sample (B).
-        groups: Prompt-group id per sample, (B,).
+        metadata: GenEval metadata per sample (b).
+        groups: Prompt-group id per sample, (b,).
         x0: Final samples in the sampling space, (B, ...).
         grid: The sampler's timestep grid, (N + 1,).
         states: SDE states x_0 ... x_N (trajectory estimator only).
@@ -33,6 +37,8 @@ class Rollout:
         correct: Strict GenEval verdict per sample, (B,) (None without a GenEval reward).
         components: Mean of each reward of the mix.
         reward_s: Seconds the rewards took.
+        index: Each sample's index in the whole batch, (b,).
+        size: B, the whole batch (all ranks).
     """
 
     metadata: list[dict]
@@ -45,26 +51,44 @@ class Rollout:
     correct: torch.Tensor | None = None
     components: dict[str, float] | None = None
     reward_s: float = 0.0
+    index: torch.Tensor | None = None
+    size: int = 0
+
+    def __post_init__(self):
+        if self.index is None:  # the whole batch
+            self.index, self.size = torch.arange(len(self.metadata)), len(self.metadata)
 
     @property
     def prompts(self) -> list[str]:
         return [m["prompt"] for m in self.metadata]
 
 
+def epoch_batch(rows: list[dict], cfg: TrainConfig, epoch: int) -> tuple[list[dict], torch.Tensor]:
+    """The whole batch of an epoch, the same on every rank: P prompts drawn from (seed, epoch), each
+    repeated G times. Returns (metadata (B), group ids (B,))."""
+    prompts = draw_tag_balanced(rows, cfg.prompts_per_epoch, np.random.default_rng([cfg.seed, epoch]))
+    metadata = [m for m in prompts for _ in range(cfg.group_size)]
+    return metadata, torch.arange(len(prompts)).repeat_interleave(cfg.group_size)  # (B,)
+
+
 @torch.no_grad()
-def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int) -> Rollout:
-    """Sample P prompts x G images with the sampling policy (`old` weights).
+def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int, ranks: Ranks = SINGLE,
+            index: torch.Tensor | None = None) -> Rollout:  # fmt: skip
+    """Sample P prompts x G images with the sampling policy (`old` weights): this rank's shard.
 
     Args:
         policy: A `Policy`.
         rows: Train prompts.
         cfg: The `train` params section.
         epoch: Epoch index (seeds the draws).
+        ranks: This process's rank (its shard of the batch, `Ranks.shard`).
+        index: Sample these indices of the batch instead (a worker's shard); default the rank's shard.
     """
-    rng = np.random.default_rng([cfg.seed, epoch])
-    prompts = draw_tag_balanced(rows, cfg.prompts_per_epoch, rng)
-    metadata = [m for m in prompts for _ in range(cfg.group_size)]
-    groups = torch.arange(len(prompts)).repeat_interleave(cfg.group_size)  # (B,)
+    metadata, groups = epoch_batch(rows, cfg, epoch)
+    size = len(metadata)
+    if index is None:
+        index = ranks.shard(size, cfg.optimizer_steps) if ranks.world > 1 else torch.arange(size)
+    metadata, groups = [metadata[i] for i in index.tolist()], groups[index]  # this shard, (b,)
     texts = [m["prompt"] for m in metadata]
     cond = policy.encode(texts)
     uncond = policy.encode([""] * len(texts)) if cfg.cfg_scale != 1.0 else None
@@ -74,13 +98,13 @@ def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int) -> Rollout:
         cfg.cfg_scale,
     )
     device = policy.device
-    noise = initial_noise([image_seed(cfg.seed, epoch, i) for i in range(len(texts))], policy.sample_shape).to(device)
-    gen = torch.Generator(device=device).manual_seed(int(rng.integers(2**62)))
-    out = sample(velocity, noise, cfg.sampler, cfg.steps, cfg.shift, cfg.noise_level, generator=gen,
+    noise = initial_noise([image_seed(cfg.seed, epoch, i) for i in index.tolist()], policy.sample_shape).to(device)
+    gens = seeding.sample_generators((cfg.seed, epoch, seeding.SDE_NOISE), index)  # flow_sde's noise, per sample
+    out = sample(velocity, noise, cfg.sampler, cfg.steps, cfg.shift, cfg.noise_level, generator=gens,
                  return_trajectory=cfg.estimator == "trajectory")  # fmt: skip
     images = to_uint8(policy.from_sample_space(out.x0))
     states = out.states if cfg.estimator == "trajectory" else None
-    return Rollout(metadata, groups, out.x0, out.timesteps, states, images)
+    return Rollout(metadata, groups, out.x0, out.timesteps, states, images, index=index, size=size)
 
 
 def reward(batch: Rollout, mix: RewardMix) -> Rollout:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from elborl import seeding
+
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 SAMPLERS = ("euler", "dpm2", "flow_sde")
 
@@ -77,7 +79,7 @@ def flow_sde_step(
     t_next: float | torch.Tensor,
     noise_level: float,
     noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    generator: seeding.Generators = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """One FlowGRPO SDE step (docs/ARCHITECTURE.md section 2.5) and its Gaussian log-density.
 
@@ -94,14 +96,16 @@ def flow_sde_step(
         t_next: Next time (scalar, < t).
         noise_level: a.
         noise: eps (drawn when None); pass the stored x_next - mu direction to re-evaluate a step.
-        generator: RNG for eps.
+        generator: RNG for eps: one on x's device, or one CPU generator per sample.
 
     Returns:
         (x_next, log_prob, mean, std): log_prob is log N(x_next; mean, std^2 I) summed over all
         non-batch dimensions, shape (B,); std is a 0-d tensor.
     """
     mean, std = flow_sde_mean_std(x, v, t, t_next, noise_level)
-    if noise is None:
+    if noise is None and isinstance(generator, list | tuple):  # one CPU generator per sample
+        noise = seeding.randn(x.shape, generator, x.dtype).to(x.device)
+    elif noise is None:
         noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
     x_next = mean + std * noise
     log_prob = gaussian_log_prob(x_next, mean, std)
@@ -141,7 +145,7 @@ def sample(
     steps: int = 10,
     shift: float = 1.0,
     noise_level: float = 0.7,
-    generator: torch.Generator | None = None,
+    generator: seeding.Generators = None,
     return_trajectory: bool = False,
 ) -> SampleResult:
     """Integrate from noise (t = 1) to data (t = 0).
@@ -153,7 +157,7 @@ def sample(
         steps: Number of steps.
         shift: Timestep shift of the grid.
         noise_level: `flow_sde`'s a.
-        generator: RNG for `flow_sde`'s noise.
+        generator: RNG for `flow_sde`'s noise (one, or one per sample).
         return_trajectory: Keep the states and (for `flow_sde`) per-step log-probs.
 
     Returns:

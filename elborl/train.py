@@ -9,12 +9,11 @@ import time
 from collections.abc import Callable
 from contextlib import contextmanager
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from elborl import checkpoint
+from elborl import checkpoint, seeding
 from elborl.config import RewardsConfig, TrainConfig
+from elborl.distributed import SINGLE, Ranks
 from elborl.rewards.detectors import Detector
 from elborl.rewards.geneval import DEFAULT_RULES, Rules
 from elborl.rewards.registry import RewardContext, RewardError, RewardMix
@@ -53,11 +52,17 @@ class Trainer:
         cfg: The `train` params section (`cfg.reward` chooses the reward or mix).
         rules: GenEval options.
         rewards: The `rewards` params section (each reward's weights and settings).
+        ranks: This process's rank in a multi-process update (`elborl.distributed.from_env`): every
+            rank builds the same trainer and runs `epoch` in step with the others.
     """
 
     def __init__(self, policy, rows: list[dict], detector: Detector, cfg: TrainConfig, rules: Rules = DEFAULT_RULES,
-                 rewards: RewardsConfig | None = None):  # fmt: skip
+                 rewards: RewardsConfig | None = None, ranks: Ranks = SINGLE):  # fmt: skip
         self.policy, self.rows, self.detector, self.cfg, self.rules = policy, rows, detector, cfg, rules
+        self.ranks = ranks
+        if ranks.world > 1:
+            ranks.shard(cfg.prompts_per_epoch * cfg.group_size, cfg.optimizer_steps)  # the batch must split evenly
+            policy.distribute(ranks.wrap)
         self.reward = RewardMix(cfg.reward, RewardContext(rewards or RewardsConfig(), detector, rules))
         params = policy.trainable_parameters()
         self.optimizer, self.ema = make_optimizer(params, cfg), make_ema(params, cfg)
@@ -70,18 +75,29 @@ class Trainer:
             raise RuntimeError(f"epoch {epoch} asked of a trainer that has completed {self.epochs_done}")
         cfg, start = self.cfg, time.perf_counter()
         try:
-            batch = reward(rollout(self.policy, self.rows, cfg, epoch), self.reward)
+            batch = self._rewarded(rollout(self.policy, self.rows, cfg, epoch, self.ranks))
             t_rollout = time.perf_counter() - start
-            gen = torch.Generator().manual_seed(int(np.random.default_rng([cfg.seed, epoch, 1]).integers(2**62)))
-            metrics = update(self.policy, self.optimizer, self.ema, batch, cfg, self.step, gen)
+            gens = seeding.sample_generators((cfg.seed, epoch, seeding.ELBO_DRAWS), batch.index)
+            metrics = update(self.policy, self.optimizer, self.ema, batch, cfg, self.step, gens, self.ranks)
         except (RewardError, NonFiniteError) as err:  # nothing of this epoch is kept or checkpointed
             raise type(err)(f"epoch {epoch + 1}: {err}") from err
         self.step, self.epochs_done = metrics["step"], epoch + 1
-        metrics.update(epoch=epoch, images=len(batch.metadata), rollout_s=t_rollout,
+        metrics.update(epoch=epoch, images=batch.size, rollout_s=t_rollout,
                        update_s=time.perf_counter() - start - t_rollout, reward_s=batch.reward_s)  # fmt: skip
         if len(batch.components) > 1:  # each component's mean beside the total
             metrics.update({f"reward.{name}": mean for name, mean in batch.components.items()})
         return metrics
+
+    def _rewarded(self, batch):
+        """`reward` on this rank's shard; a reward that fails on any rank stops every rank here."""
+        failed = None
+        try:
+            batch = reward(batch, self.reward)
+        except RewardError as err:
+            failed = err
+        if self.ranks.any(failed is not None):
+            raise failed or RewardError("a reward failed on another rank (its log says which)")
+        return batch
 
     def save(self, url: str, options: StorageOptions | None = None) -> str:
         """Checkpoint after `epochs_done` epochs at `url`; returns the checkpoint's digest."""

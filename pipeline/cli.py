@@ -274,7 +274,10 @@ def train_cmd(
     device: Annotated[str | None, typer.Option(help="Torch device (default: cuda when available).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """The `train` stage: RL fine-tuning as a Prefect flow (cached, checkpointed epochs; rerun to resume)."""
+    """The `train` stage: RL fine-tuning as a Prefect flow (cached, checkpointed epochs; rerun to resume).
+
+    Under `accelerate launch` (or torchrun) with N processes, the update runs on N ranks: rank 0 runs
+    the flow (checkpoints, MLflow, Prefect state) and the others follow its epochs."""
     p = load_params(params)  # a bad params file stops here, before any work
     _spec(p)
     for path in (prompts / "train.jsonl", prompts / "test.jsonl"):
@@ -290,9 +293,17 @@ def train_cmd(
         storage.exists(p.train.checkpoints, p.storage.options())
     if epochs is not None:
         params = _override(params, out, "train", {"epochs": epochs})
-    from pipeline.train import train_flow
+    from elborl.distributed import from_env
+    from pipeline.train import follow_epochs, train_flow
 
-    train_flow(str(params), str(prompts), str(base), str(out), _device(device))
+    ranks = from_env()
+    if not ranks.is_main:
+        follow_epochs(str(params), str(prompts), str(base), _device(device))
+        return
+    try:
+        train_flow(str(params), str(prompts), str(base), str(out), _device(device))
+    finally:
+        ranks.broadcast(None)  # the other ranks stop (after the run, or after an error here)
 
 
 @app.command()
@@ -355,8 +366,9 @@ def _override(params: Path, out: Path, section: str, values: dict) -> Path:
     data = yaml.safe_load(params.read_text()) or {}
     data.setdefault(section, {}).update(values)
     path = out.parent / f".{out.name}.params.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(data))
+    from elborl.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(data))  # every rank of a multi-process run writes the same file
     load_params(path)
     return path
 

@@ -9,6 +9,11 @@ checkpoint and continues: the run ends on the same weights as an uninterrupted o
 epoch is seeded by (seed, epoch)).
 
 MLflow: the run tagged with the run key is reused on resume; tasks log to it by explicit run id.
+
+On N ranks (`accelerate launch`, `elborl.distributed`), rank 0 runs this flow and is the only one to
+write checkpoints, results, MLflow and Prefect state; before each epoch it computes, it broadcasts the
+epoch (and the checkpoint it resumed from, if it loaded one) and the other ranks (`follow_epochs`) run
+the same epoch in step. Epochs read from the cache cost the other ranks nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from typing import Any
 import numpy as np
 from prefect import flow, get_run_logger, task
 
-from elborl import checkpoint, storage, tracking
+from elborl import checkpoint, distributed, storage, tracking
 from elborl.config import load_params
 from elborl.errors import UserError
 from elborl.geneval_io import geneval_rows, read_metadata_jsonl
@@ -99,8 +104,10 @@ def _transient(task, task_run, state) -> bool:
 def epoch_task(key: str, epoch: int, digest_in: str, checkpoint_in: str | None) -> dict:
     """rollout -> reward -> update (and the test GenEval every `eval_every` epochs), then checkpoint."""
     live = _LIVE[key]
+    loads = live.trainer.epochs_done != epoch
     _continue_from(live, epoch, checkpoint_in, digest_in)
     trainer, cfg = live.trainer, live.trainer.cfg
+    trainer.ranks.broadcast({"epoch": epoch, "load": checkpoint_in if loads else None, "digest": digest_in})
     metrics = trainer.epoch(epoch)
     if cfg.eval_every and live.test_rows and (epoch + 1) % cfg.eval_every == 0:
         summary = stage.geneval_on_test(trainer, live.test_rows)
@@ -117,6 +124,29 @@ def epoch_task(key: str, epoch: int, digest_in: str, checkpoint_in: str | None) 
     if live.client:
         tracking.log_metrics(live.client, live.run_id, metrics, step=epoch + 1)
     return {"epoch": epoch, "checkpoint": url, "digest": digest, "metrics": metrics}
+
+
+def follow_epochs(params_path: str, prompts: str, base: str, device: str | None = None) -> None:
+    """A rank other than 0: build the same trainer, then run each epoch rank 0 computes, from the
+    checkpoint rank 0 resumed from when it loaded one, until rank 0 sends None (the end, or its error)."""
+    params = load_params(params_path)
+    ranks = distributed.from_env()
+    rows = read_metadata_jsonl(Path(prompts) / "train.jsonl")
+    options = params.storage.options()
+
+    def fresh() -> Trainer:
+        return stage.build_trainer(params, base, rows, device, ranks)
+
+    trainer = fresh()  # building one wraps it in DDP: a collective, mirrored by rank 0's
+    while (order := ranks.broadcast()) is not None:
+        if order.get("rebuild"):  # rank 0 starts over from the base
+            trainer = fresh()
+            continue
+        if order["load"] is not None:
+            state = trainer.load(order["load"], options)
+            if state["digest"] != order["digest"]:
+                raise UserError(f"{order['load']}: digest {state['digest']} differs from rank 0's {order['digest']}")
+        trainer.epoch(order["epoch"])
 
 
 def _sample_grid(trainer: Trainer, rows: list[dict], n: int = 16) -> np.ndarray:
@@ -185,10 +215,12 @@ def train_flow(
     logged = {"train": cfg.model_dump(mode="json"), "model": params.model.model_dump(mode="json"),
               "world": params.world.model_dump(mode="json")}  # fmt: skip
     run_id = tracking.resume_or_start_run(client, params.tracking.experiment, logged, key, f"train-{key[:8]}")
-    logger.info(f"train: run {key} ({cfg.estimator}/{cfg.objective}/{cfg.sampler}), checkpoints in {root}")
+    world = distributed.from_env().world
+    ranks = f", update on {world} ranks" if world > 1 else ""
+    logger.info(f"train: run {key} ({cfg.estimator}/{cfg.objective}/{cfg.sampler}){ranks}, checkpoints in {root}")
 
     def live() -> _Live:
-        trainer = stage.build_trainer(params, base, train_rows, device)
+        trainer = stage.build_trainer(params, base, train_rows, device, distributed.from_env())
         n = checkpoint.load_prompt_cache(root, trainer.policy, options)
         if n:
             logger.info(f"train: {n} prompt encodings from the run's cache")
@@ -209,6 +241,7 @@ def train_flow(
                 writer = err.epochs - 1  # each retry starts strictly earlier, down to the base
                 refresh_from = max(0, writer if refresh_from is None else min(writer, refresh_from - 1))
                 logger.info(f"train: {err}; recomputing from epoch {refresh_from + 1}")
+                distributed.from_env().broadcast({"rebuild": True})  # the other ranks build theirs with it
                 _LIVE[key] = live()
         history = [r["metrics"] for r in results]
         run = {"run_key": key, "digest": results[-1]["digest"], "checkpoint": results[-1]["checkpoint"],

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from elborl.config import Params
+from elborl.distributed import SINGLE, Ranks
 from elborl.evaluation import geneval_images, score_images
 from elborl.io import atomic_dir, atomic_write_text
 from elborl.models.factory import build_policy
@@ -55,15 +56,18 @@ def run_key(params: Params, base_digest: str, prompts_digest: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def build_trainer(params: Params, base: str | Path, train_rows: list[dict], device: str | None = None) -> Trainer:
-    """A fresh `Trainer` over the base model folder (any kind `params.model` names; LoRA or full)."""
+def build_trainer(params: Params, base: str | Path, train_rows: list[dict], device: str | None = None,
+                  ranks: Ranks = SINGLE) -> Trainer:  # fmt: skip
+    """A fresh `Trainer` over the base model folder (any kind `params.model` names; LoRA or full), on
+    this process's rank of a multi-process update (`ranks`; its device, when it has one, wins)."""
+    device = str(ranks.device) if ranks.world > 1 and ranks.device is not None else device
     spec = WorldSpec.from_config(params.world)
     policy = build_policy(params.model, base, device)
     detector = build_detector(params.geneval.detector, spec, params.geneval)
     rules = Rules.from_config(params.geneval)
     check_image_size(detector, policy.image_size, str(base))
     check_classes(detector, train_rows, "train prompts")
-    return Trainer(policy, train_rows, detector, params.train, rules, params.rewards)
+    return Trainer(policy, train_rows, detector, params.train, rules, params.rewards, ranks)
 
 
 def sample_test_images(trainer: Trainer, test_rows: list[dict]) -> tuple[list[dict], np.ndarray]:

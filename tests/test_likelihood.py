@@ -9,6 +9,7 @@ from elborl.likelihood import elbo, elbo_terms, elbo_timesteps, trajectory_terms
 from elborl.models.tiny import TinyConfig, TinyT2I, tiny_policy
 from elborl.rollout import Rollout
 from elborl.sampling import sample, timestep_grid
+from elborl.seeding import sample_generators
 from elborl.update import make_ema, make_optimizer, update
 
 SMALL = TinyConfig(size=32, patch_size=4, num_layers=2, num_heads=2, head_dim=16, text_hidden=32, text_layers=1)
@@ -99,8 +100,9 @@ def test_update_runs_changes_weights_and_is_deterministic(estimator, objective):
         policy = tiny_policy(TinyT2I.create(SMALL, seed=0), "full")
         params = policy.trainable_parameters()
         before = [p.detach().clone() for p in params]
-        metrics = update(policy, make_optimizer(params, cfg), make_ema(params, cfg), _batch(policy, estimator), cfg, 0,
-                         torch.Generator().manual_seed(5))  # fmt: skip
+        batch = _batch(policy, estimator)
+        metrics = update(policy, make_optimizer(params, cfg), make_ema(params, cfg), batch, cfg, 0,
+                         sample_generators((5,), batch.index))  # fmt: skip
         assert metrics["step"] == 1 and np.isfinite(metrics["loss"]) and metrics["grad_norm"] > 0
         assert any(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
         results.append([p.detach().clone() for p in params])

@@ -82,6 +82,7 @@ class Policy(torch.nn.Module):
         # prompt -> (states, pooled) on the CPU, in the encoder's dtype; `_unsaved` = not yet persisted.
         self._cache: dict[str, Cond] = {}
         self._unsaved: list[str] = []
+        self._ddp: torch.nn.Module | None = None  # the transformer in DDP, for the `current` forward
 
     @property
     def device(self) -> torch.device:
@@ -135,8 +136,21 @@ class Policy(torch.nn.Module):
         autocast = torch.autocast(x.device.type, dtype=self.compute_dtype or torch.float32,
                                   enabled=self.compute_dtype is not None)  # fmt: skip
         with self.weights.use(weights) as net, autocast:
+            if weights == "current" and self._ddp is not None and torch.is_grad_enabled():
+                net = self._ddp  # the update's forward; sampling and evaluation stay local (no collectives)
             v = net(x, states, pooled, t * 1000, return_dict=False)[0]
         return v.float()  # the likelihoods and samplers work in fp32 whatever the compute dtype
+
+    def distribute(self, wrap: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
+        """Route the `current` forward through `wrap(transformer)` (DDP, `Ranks.wrap`): its backward
+        all-reduces the trained weights' gradients over the ranks. `old` and `ref` stay local (no grad)."""
+        self._ddp = wrap(self.transformer)
+
+    def sync_grads(self, sync: bool) -> None:
+        """Whether the next `current` forward's backward all-reduces the gradients (accumulated ones
+        included): False is DDP's `no_sync()`, for every piece of an optimizer step but its last."""
+        if self._ddp is not None:
+            self._ddp.require_backward_grad_sync = sync
 
     def export(self, path: str | Path) -> None:
         """Write the `current` weights as a standalone model folder (the `train` stage's `model`)."""
