@@ -85,8 +85,8 @@ def save(url: str, policy, optimizer, ema, state: dict, options: StorageOptions 
     return meta["digest"]
 
 
-def load(url: str, policy, optimizer, ema, options: StorageOptions | None = None) -> dict:
-    """Load a checkpoint written by `save` into live objects; returns its state (with `digest`)."""
+def _read(url: str, options: StorageOptions | None) -> tuple[dict, dict[str, dict[str, torch.Tensor]]]:
+    """A checkpoint's state and tensors, after checking its files against the digest it recorded."""
     meta = json.loads(storage.read_bytes(f"{url}/state.json", options))
     raw = {n: storage.read_bytes(f"{url}/{n}.safetensors", options) for n in ("current", "old", "ema", "optimizer")}
     digest = hashlib.sha256()
@@ -96,7 +96,12 @@ def load(url: str, policy, optimizer, ema, options: StorageOptions | None = None
         fix = "Delete this folder and run the same command again: the epoch that wrote it is recomputed"
         raise CorruptCheckpoint(f"{url}: the files' digest {digest.hexdigest()[:16]} differs from state.json's "
                                 f"{meta.get('digest')} (a file was truncated or altered); not loaded. {fix}")
-    read = {n: load_bytes(data) for n, data in raw.items()}
+    return meta, {n: load_bytes(data) for n, data in raw.items()}
+
+
+def load(url: str, policy, optimizer, ema, options: StorageOptions | None = None) -> dict:
+    """Load a checkpoint written by `save` into live objects; returns its state (with `digest`)."""
+    meta, read = _read(url, options)
     device = policy.device
     policy.weights.load_state_dict({k: v.to(device) for k, v in read["current"].items()}, "current")
     policy.weights.load_state_dict({k: v.to(device) for k, v in read["old"].items()}, "old")
@@ -104,6 +109,15 @@ def load(url: str, policy, optimizer, ema, options: StorageOptions | None = None
     shadow = [read["ema"][str(i)].to(device) for i in range(len(read["ema"]))]
     ema.load_state_dict({**meta.pop("ema"), "shadow_params": shadow})
     return meta
+
+
+def load_sampling_weights(url: str, policy, digest: str, options: StorageOptions | None = None) -> None:
+    """Load only the sampling (`old`) weights of a checkpoint (a rollout worker's need), after checking
+    that it is the checkpoint with `digest` and that its files match it."""
+    meta, read = _read(url, options)
+    if meta["digest"] != digest:
+        raise UserError(f"{url}: digest {meta['digest']}, expected {digest} (the checkpoint was replaced)")
+    policy.weights.load_state_dict({k: v.to(policy.device) for k, v in read["old"].items()}, "old")
 
 
 def complete(url: str, options: StorageOptions | None = None) -> bool:

@@ -389,6 +389,26 @@ class StorageConfig(Section):
         return StorageOptions(self.endpoint_url, connect_timeout=self.connect_timeout, retries=self.retries)
 
 
+class RunnerConfig(Section):
+    """Where an epoch's rollouts and rewards run (the `train` stage's Prefect task runner): in the
+    training process, or as shard tasks on Dask or Ray workers (docs/ARCHITECTURE.md section 8). The
+    update always runs in the training process(es); a sharded epoch equals an in-process one."""
+
+    kind: Literal["inline", "dask", "ray"] = Field(
+        "inline", description="inline (in the training process), dask (prefect-dask) or ray (prefect-ray, the "
+        "`ray` extra).")  # fmt: skip
+    n_workers: int = Field(2, ge=1, description="Workers of the local Dask cluster started when `address` is null.")
+    threads_per_worker: int | None = Field(None, ge=1, description="Torch threads per local worker (null: "
+                                           "cores / n_workers).")  # fmt: skip
+    address: str | None = Field(None, description="An existing scheduler (tcp://host:8786, ray://host:10001); "
+                                "null = a local cluster for the run.")  # fmt: skip
+    shards: int | None = Field(None, ge=1, description="Rollout and reward shards per epoch (null: n_workers).")
+    gpus_per_shard: float = Field(0, ge=0, description="GPUs a rollout shard asks for (Dask resource `GPU`, Ray "
+                                  "num_gpus); start GPU workers with `dask worker ... --resources GPU=1`.")  # fmt: skip
+    device: str | None = Field(None, description="Torch device of the shard tasks (null: cuda when the worker "
+                               "has one).")  # fmt: skip
+
+
 class ScheduleConfig(Section):
     """`elborl serve`: a Prefect deployment that runs the pipeline (`dvc repro`) on a cron schedule."""
 
@@ -412,6 +432,7 @@ class Params(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="MLflow tracking and registry.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="S3 access for s3:// paths.")
     rewards: RewardsConfig = Field(default_factory=RewardsConfig, description="Each reward's settings.")
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="Where rollouts and rewards run.")
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Scheduled pipeline runs.")
 
 

@@ -71,9 +71,7 @@ def epoch_batch(rows: list[dict], cfg: TrainConfig, epoch: int) -> tuple[list[di
     return metadata, torch.arange(len(prompts)).repeat_interleave(cfg.group_size)  # (B,)
 
 
-@torch.no_grad()
-def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int, ranks: Ranks = SINGLE,
-            index: torch.Tensor | None = None) -> Rollout:  # fmt: skip
+def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int, ranks: Ranks = SINGLE) -> Rollout:
     """Sample P prompts x G images with the sampling policy (`old` weights): this rank's shard.
 
     Args:
@@ -82,13 +80,18 @@ def rollout(policy, rows: list[dict], cfg: TrainConfig, epoch: int, ranks: Ranks
         cfg: The `train` params section.
         epoch: Epoch index (seeds the draws).
         ranks: This process's rank (its shard of the batch, `Ranks.shard`).
-        index: Sample these indices of the batch instead (a worker's shard); default the rank's shard.
     """
     metadata, groups = epoch_batch(rows, cfg, epoch)
     size = len(metadata)
-    if index is None:
-        index = ranks.shard(size, cfg.optimizer_steps) if ranks.world > 1 else torch.arange(size)
-    metadata, groups = [metadata[i] for i in index.tolist()], groups[index]  # this shard, (b,)
+    index = ranks.shard(size, cfg.optimizer_steps) if ranks.world > 1 else torch.arange(size)
+    return sample_shard(policy, [metadata[i] for i in index.tolist()], groups[index], index, size, cfg, epoch)
+
+
+@torch.no_grad()
+def sample_shard(policy, metadata: list[dict], groups: torch.Tensor, index: torch.Tensor, size: int,
+                 cfg: TrainConfig, epoch: int) -> Rollout:  # fmt: skip
+    """Sample the samples `index` (b,) of epoch `epoch`'s batch of `size` (a rank's or a worker's shard),
+    with their metadata (b) and group ids (b,)."""
     texts = [m["prompt"] for m in metadata]
     cond = policy.encode(texts)
     uncond = policy.encode([""] * len(texts)) if cfg.cfg_scale != 1.0 else None

@@ -17,7 +17,7 @@ from elborl.distributed import SINGLE, Ranks
 from elborl.rewards.detectors import Detector
 from elborl.rewards.geneval import DEFAULT_RULES, Rules
 from elborl.rewards.registry import RewardContext, RewardError, RewardMix
-from elborl.rollout import reward, rollout
+from elborl.rollout import Rollout, reward, rollout
 from elborl.storage import StorageOptions
 from elborl.update import NonFiniteError, make_ema, make_optimizer, update
 
@@ -69,13 +69,19 @@ class Trainer:
         self.step = 0  # optimizer steps taken
         self.epochs_done = 0
 
-    def epoch(self, epoch: int) -> dict:
-        """One epoch: rollout -> reward -> update. Returns its metrics (with timings)."""
+    def epoch(self, epoch: int, sample: Callable[[int], Rollout] | None = None) -> dict:
+        """One epoch: rollout -> reward -> update. Returns its metrics (with timings).
+
+        Args:
+            epoch: The epoch (the trainer must have completed the ones before it).
+            sample: Returns the epoch's rewarded rollout when it is sampled elsewhere (shard tasks on
+                workers, `pipeline.shards`); default: sampled and rewarded here.
+        """
         if epoch != self.epochs_done:
             raise RuntimeError(f"epoch {epoch} asked of a trainer that has completed {self.epochs_done}")
         cfg, start = self.cfg, time.perf_counter()
         try:
-            batch = self._rewarded(rollout(self.policy, self.rows, cfg, epoch, self.ranks))
+            batch = sample(epoch) if sample else self._rewarded(rollout(self.policy, self.rows, cfg, epoch, self.ranks))
             t_rollout = time.perf_counter() - start
             gens = seeding.sample_generators((cfg.seed, epoch, seeding.ELBO_DRAWS), batch.index)
             metrics = update(self.policy, self.optimizer, self.ema, batch, cfg, self.step, gens, self.ranks)

@@ -294,14 +294,20 @@ def train_cmd(
     if epochs is not None:
         params = _override(params, out, "train", {"epochs": epochs})
     from elborl.distributed import from_env
+    from pipeline.shards import task_runner
     from pipeline.train import follow_epochs, train_flow
 
     ranks = from_env()
+    if ranks.world > 1 and p.runner.kind != "inline":
+        raise UserError(f"{params}: runner.kind: {p.runner.kind} with {ranks.world} ranks is not supported (each "
+                        "rank samples its own shard); use runner.kind: inline under accelerate launch")  # fmt: skip
     if not ranks.is_main:
         follow_epochs(str(params), str(prompts), str(base), _device(device))
         return
+    runner = task_runner(p.runner)
+    flow = train_flow.with_options(task_runner=runner) if runner is not None else train_flow
     try:
-        train_flow(str(params), str(prompts), str(base), str(out), _device(device))
+        flow(str(params), str(prompts), str(base), str(out), _device(device))
     finally:
         ranks.broadcast(None)  # the other ranks stop (after the run, or after an error here)
 

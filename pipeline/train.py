@@ -19,6 +19,7 @@ the same epoch in step. Epochs read from the cache cost the other ranks nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from elborl.storage import StorageOptions, StorageUnreachable
 from elborl.tracking import TrackingUnreachable
 from elborl.train import Trainer, ema_weights, fit
 from pipeline.results import EpochJSON, check_cached_result, result_storage
+from pipeline.shards import Shards
 from stages import train as stage
 
 
@@ -48,6 +50,7 @@ class _Live:
     test_rows: list[dict]
     client: Any
     run_id: str | None
+    shards: Shards | None = None  # rollouts and rewards on workers (`runner` section), else in-process
 
 
 _LIVE: dict[str, _Live] = {}
@@ -108,7 +111,8 @@ def epoch_task(key: str, epoch: int, digest_in: str, checkpoint_in: str | None) 
     _continue_from(live, epoch, checkpoint_in, digest_in)
     trainer, cfg = live.trainer, live.trainer.cfg
     trainer.ranks.broadcast({"epoch": epoch, "load": checkpoint_in if loads else None, "digest": digest_in})
-    metrics = trainer.epoch(epoch)
+    sample = partial(live.shards, checkpoint_url=checkpoint_in, digest=digest_in) if live.shards else None
+    metrics = trainer.epoch(epoch, sample)
     if cfg.eval_every and live.test_rows and (epoch + 1) % cfg.eval_every == 0:
         summary = stage.geneval_on_test(trainer, live.test_rows)
         metrics["test.overall"] = summary["overall"]
@@ -217,6 +221,10 @@ def train_flow(
     run_id = tracking.resume_or_start_run(client, params.tracking.experiment, logged, key, f"train-{key[:8]}")
     world = distributed.from_env().world
     ranks = f", update on {world} ranks" if world > 1 else ""
+    runner = params.runner
+    if runner.kind != "inline":
+        where = runner.address or f"a local cluster of {runner.n_workers} workers"
+        ranks += f", rollouts and rewards on {runner.kind} ({where})"
     logger.info(f"train: run {key} ({cfg.estimator}/{cfg.objective}/{cfg.sampler}){ranks}, checkpoints in {root}")
 
     def live() -> _Live:
@@ -224,7 +232,8 @@ def train_flow(
         n = checkpoint.load_prompt_cache(root, trainer.policy, options)
         if n:
             logger.info(f"train: {n} prompt encodings from the run's cache")
-        return _Live(trainer, root, options, test_rows, client, run_id)
+        shards = Shards(params, base, train_rows, trainer.policy.device) if params.runner.kind != "inline" else None
+        return _Live(trainer, root, options, test_rows, client, run_id, shards)
 
     task_ = epoch_task.with_options(result_storage=result_storage(f"{root}/results", options),
                                     result_serializer=EpochJSON())  # fmt: skip
