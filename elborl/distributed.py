@@ -20,6 +20,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from elborl.errors import UserError
+
 #: How long a rank waits for the others (the main rank's test evaluation runs while the others wait).
 TIMEOUT = timedelta(hours=2)
 
@@ -116,7 +118,7 @@ def from_env() -> Ranks:
     ACCELERATE_USE_CPU is set or no GPU is visible).
 
     Raises:
-        ValueError: accelerate is configured for FSDP or DeepSpeed (the update shards nothing: DDP only).
+        UserError: accelerate is configured for FSDP or DeepSpeed (the update shards nothing: DDP only).
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return SINGLE
@@ -127,6 +129,6 @@ def from_env() -> Ranks:
     accelerator = Accelerator(cpu=cpu, kwargs_handlers=[InitProcessGroupKwargs(timeout=TIMEOUT)])
     kind = accelerator.distributed_type
     if kind not in (DistributedType.MULTI_CPU, DistributedType.MULTI_GPU):
-        raise ValueError(f"accelerate: distributed type {kind} is not supported; use configs/accelerate/ddp.yaml "
+        raise UserError(f"accelerate: distributed type {kind} is not supported; use configs/accelerate/ddp.yaml "
                          "(DDP on GPUs, or on CPUs with ACCELERATE_USE_CPU=1)")  # fmt: skip
     return Ranks(accelerator.process_index, accelerator.num_processes, accelerator.device, accelerator)
