@@ -26,6 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/scaling.py` from anywhere
 
+from prefect import flow  # noqa: E402
+
+from stages.train import folder_digest  # noqa: E402
+
 
 def _setup(device: str | None, ranks=None):
     from elborl.config import Params
@@ -54,35 +58,37 @@ def run_epochs(epochs: int, device: str | None) -> None:
         print("EPOCHS " + json.dumps(times), flush=True)
 
 
+_DASK: dict = {}  # what the flow below uses: module-level, so that no task submission pickles the trainer
+
+
+@flow
+def _epochs_on_dask(epochs: int) -> list[float]:
+    trainer, shards = _DASK["trainer"], _DASK["shards"]
+    source, times = (None, folder_digest(ROOT / "assets" / "base")), []
+    with tempfile.TemporaryDirectory() as tmp:
+        for epoch in range(epochs):
+            start = time.perf_counter()
+            trainer.epoch(epoch, partial(shards, checkpoint_url=source[0], digest=source[1]))
+            times.append(time.perf_counter() - start)
+            url = f"{tmp}/epoch_{epoch + 1:04d}"  # the next epoch's sampling weights, for the workers
+            source = (url, trainer.save(url))
+    return times
+
+
 def run_dask(epochs: int, workers: int, device: str | None) -> list[float]:
-    """Epoch times with rollouts and rewards on a local Dask cluster of `workers` processes."""
-    import torch
-    from prefect import flow
+    """Epoch times with rollouts and rewards on a local Dask cluster of `workers` processes (the update
+    in this process, with every core: the workers idle while it runs)."""
     from prefect_dask import DaskTaskRunner
 
     from pipeline.shards import Shards
-    from stages.train import folder_digest
 
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     params, rows, trainer = _setup(device)
     runner = params.runner.model_copy(update={"kind": "dask", "n_workers": workers})
     params = params.model_copy(update={"runner": runner})
-
-    @flow(task_runner=DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True}))
-    def epochs_on_dask() -> list[float]:
-        shards = Shards(params, str(ROOT / "assets" / "base"), rows, trainer.policy.device)
-        source, times = (None, folder_digest(ROOT / "assets" / "base")), []
-        with tempfile.TemporaryDirectory() as tmp:
-            for epoch in range(epochs):
-                start = time.perf_counter()
-                trainer.epoch(epoch, partial(shards, checkpoint_url=source[0], digest=source[1]))
-                times.append(time.perf_counter() - start)
-                url = f"{tmp}/epoch_{epoch + 1:04d}"  # the next epoch's sampling weights, for the workers
-                source = (url, trainer.save(url))
-        return times
-
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))  # the update's share beside the workers
-    return epochs_on_dask()
+    _DASK.update(trainer=trainer, shards=Shards(params, str(ROOT / "assets" / "base"), rows, trainer.policy.device))
+    cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
+    return _epochs_on_dask.with_options(task_runner=DaskTaskRunner(cluster_kwargs=cluster))(epochs)
 
 
 def _launch(args: list[str], env: dict) -> list[float]:
@@ -98,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--procs", type=int, nargs="+", default=[1, 2], help="process / worker counts")
     ap.add_argument("--epochs", type=int, default=4, help="timed epochs per run (plus one warm-up)")
     ap.add_argument("--device", default=None)
+    ap.add_argument("--setups", default="ddp,dask", help="which N-process setups to run (ddp, dask)")
     ap.add_argument("--run-epochs", type=int, default=None, help=argparse.SUPPRESS)  # a launched process
     args = ap.parse_args(argv)
     if args.run_epochs is not None:
@@ -122,9 +129,12 @@ def main(argv: list[str] | None = None) -> None:
         launch = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
                   str(ROOT / "configs" / "accelerate" / "ddp.yaml"), "--num_processes", str(n)]  # fmt: skip
         ddp_env = {**env, "OMP_NUM_THREADS": str(threads), **({"ACCELERATE_USE_CPU": "1"} if cpu else {})}
-        rows.append((f"DDP update, {n} ranks", n, threads, median(_launch([*launch, *me[1:]], ddp_env)), base / n))
-        rows.append((f"Dask rollouts + rewards, {n} workers", n, threads,
-                     median(run_dask(args.epochs + 1, n, args.device)), None))  # fmt: skip
+        if "ddp" in args.setups:
+            t = median(_launch([*launch, *me[1:]], ddp_env))
+            rows.append((f"DDP update, {n} ranks", n, threads, t, base / n))
+        if "dask" in args.setups:
+            t = median(run_dask(args.epochs + 1, n, args.device))
+            rows.append((f"Dask rollouts + rewards, {n} workers (update here)", n, threads, t, None))
 
     print(f"\nReference epoch (16 prompts x 8 images, dpm2 10 steps, 9 ELBO terms), {cores} cores, "
           f"device {args.device or 'cpu'}, median of {args.epochs} epochs after a warm-up.\n")
@@ -136,4 +146,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Through the importable module: Prefect / Dask then pickle the flow by reference, not with the trainer.
+    from bench.scaling import main as _main
+
+    _main()
