@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from prefect import flow
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_dask import DaskTaskRunner
 
 from elborl.config import Params, route_overrides
@@ -51,8 +52,9 @@ def test_sharded_epochs_equal_in_process_epochs(tmp_path, prefect_api):
     expected.append(reward(rollout(trainer.policy, rows, params.train, 1), trainer.reward))
 
     base = (0, None, folder_digest(BASE))
-    got = sharded(params, rows, [base, (1, str(tmp_path / "epoch_0001"), digest),
-                                 (1, str(tmp_path / "epoch_0001"), "0" * 16)])  # fmt: skip
+    calls = [base, (1, str(tmp_path / "epoch_0001"), digest), (1, str(tmp_path / "epoch_0001"), "0" * 16)]
+    with temporary_settings({PREFECT_API_URL: prefect_api}):  # settings were read before the fixture set the env
+        got = sharded(params, rows, calls)
     _same(got[0], expected[0])
     _same(got[1], expected[1])
     assert not torch.equal(got[0].x0, got[1].x0)  # the workers loaded the checkpoint's weights
