@@ -7,6 +7,7 @@ after, the paired gain and its standard error over prompts, the final KL to the 
 
     python bench/learning.py --epochs 12 '{"lr": 1e-4, "optimizer_steps": 4, "micro_batch": 16}' \
         '{"lr": 3e-4, "finetune": "lora"}'
+    python bench/learning.py --tag colors '{"lr": 1e-4}' '{"lr": 1e-4, "weighting": "simple"}'   # one tag's prompts
 
 `--margin SEEDS` instead runs tests/test_learning.py's setting (`LEARN_TEST` on `learning_test_rows`)
 over the given training seeds and prints each paired gain: the spread its margin is set against.
@@ -69,10 +70,11 @@ def paired_gain(train: dict, base: str, epochs: int, seeds: int = 32) -> tuple[f
     return float((probe(trainer, rows, seeds) - before).mean()), metrics
 
 
-def run(train: dict, base: str, prompts: int, group: int, epochs: int, seeds: int) -> dict:
+def run(train: dict, base: str, prompts: int, group: int, epochs: int, seeds: int, tag: str | None = None) -> dict:
     params = Params.model_validate(route_overrides({"prompts_per_epoch": prompts, "group_size": group, **train}))
     spec = WorldSpec.from_config(params.world)
-    rows = draw_tag_balanced(make_prompt_sets(spec, params.prompts)[0], prompts, np.random.default_rng(123))
+    pool = [m for m in make_prompt_sets(spec, params.prompts)[0] if tag is None or m["tag"] == tag]
+    rows = draw_tag_balanced(pool, prompts, np.random.default_rng(123))
     trainer = build_trainer(params, base, rows)
     start = time.perf_counter()
     before = probe(trainer, rows, seeds)
@@ -92,6 +94,7 @@ def main() -> None:
     ap.add_argument("--group", type=int, default=8)
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=16)
+    ap.add_argument("--tag", default=None, help="draw the P train prompts from this tag only (e.g. colors)")
     args = ap.parse_args()
     if args.margin:
         print("| seed | paired gain | max kl | s |\n|---|---|---|---|")
@@ -107,7 +110,7 @@ def main() -> None:
         return
     print("| config | before | after | gain | +- se | kl | s |\n|---|---|---|---|---|---|---|")
     for cfg in args.configs:
-        r = run(json.loads(cfg), args.base, args.prompts, args.group, args.epochs, args.seeds)
+        r = run(json.loads(cfg), args.base, args.prompts, args.group, args.epochs, args.seeds, args.tag)
         print(f"| `{r['config']}` | {r['before']:.3f} | {r['after']:.3f} | {r['gain']:+.3f} | {r['se']:.3f} | "
               f"{r['kl']:.1e} | {r['seconds']:.0f} |", flush=True)  # fmt: skip
 
