@@ -73,16 +73,22 @@ def paired_gain(train: dict, base: str, epochs: int, seeds: int = 32) -> tuple[f
 def run(train: dict, base: str, prompts: int, group: int, epochs: int, seeds: int, tag: str | None = None) -> dict:
     params = Params.model_validate(route_overrides({"prompts_per_epoch": prompts, "group_size": group, **train}))
     spec = WorldSpec.from_config(params.world)
-    pool = [m for m in make_prompt_sets(spec, params.prompts)[0] if tag is None or m["tag"] == tag]
-    rows = draw_tag_balanced(pool, prompts, np.random.default_rng(123))
+    train_set, test_set = make_prompt_sets(spec, params.prompts)
+    rows = draw_tag_balanced([m for m in train_set if tag is None or m["tag"] == tag], prompts,
+                             np.random.default_rng(123))  # fmt: skip
+    held_out = [m for m in test_set if m["tag"] == tag] if tag else []  # the tag's test prompts: transfer
     trainer = build_trainer(params, base, rows)
     start = time.perf_counter()
-    before = probe(trainer, rows, seeds)
+    before, before_test = probe(trainer, rows, seeds), probe(trainer, held_out, seeds) if held_out else None
     kl = fit(trainer, epochs, log=None)[-1]["kl"]
     diff = probe(trainer, rows, seeds) - before
-    return {"config": json.dumps(train), "before": before.mean(), "after": before.mean() + diff.mean(),
-            "gain": diff.mean(), "se": diff.std(ddof=1) / np.sqrt(len(diff)), "kl": kl,
-            "seconds": time.perf_counter() - start}  # fmt: skip
+    out = {"config": json.dumps(train), "before": before.mean(), "after": before.mean() + diff.mean(),
+           "gain": diff.mean(), "se": diff.std(ddof=1) / np.sqrt(len(diff)), "kl": kl,
+           "seconds": time.perf_counter() - start}  # fmt: skip
+    if held_out:
+        d = probe(trainer, held_out, seeds) - before_test
+        out.update(test_before=before_test.mean(), test_gain=d.mean(), test_se=d.std(ddof=1) / np.sqrt(len(d)))
+    return out
 
 
 def main() -> None:
@@ -108,11 +114,14 @@ def main() -> None:
         sd = np.std(gains, ddof=1) if len(gains) > 1 else float("nan")
         print(f"\nmean {np.mean(gains):+.3f}, sd {sd:.3f}, min {min(gains):+.3f}")
         return
-    print("| config | before | after | gain | +- se | kl | s |\n|---|---|---|---|---|---|---|")
+    test = " test prompts: before | gain | +- se |" if args.tag else ""
+    print(f"| config | before | after | gain | +- se | kl | s |{test}\n|---|---|---|---|---|---|---|"
+          + "---|---|---|" * bool(args.tag))  # fmt: skip
     for cfg in args.configs:
         r = run(json.loads(cfg), args.base, args.prompts, args.group, args.epochs, args.seeds, args.tag)
+        extra = f" {r['test_before']:.3f} | {r['test_gain']:+.3f} | {r['test_se']:.3f} |" if "test_gain" in r else ""
         print(f"| `{r['config']}` | {r['before']:.3f} | {r['after']:.3f} | {r['gain']:+.3f} | {r['se']:.3f} | "
-              f"{r['kl']:.1e} | {r['seconds']:.0f} |", flush=True)  # fmt: skip
+              f"{r['kl']:.1e} | {r['seconds']:.0f} |{extra}", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
