@@ -46,6 +46,11 @@ class Ranks:
     def is_main(self) -> bool:
         return self.rank == 0
 
+    @property
+    def _comm(self) -> torch.device | str:
+        """Where collective tensors live: the rank's GPU under nccl, else the CPU (gloo)."""
+        return self.device if dist.get_backend() == "nccl" else "cpu"
+
     def shard(self, size: int, chunks: int) -> torch.Tensor:
         """Global indices of this rank's samples among `size`: the rank's even slice of each of `chunks`
         contiguous chunks, in order, (size / world,).
@@ -66,12 +71,11 @@ class Ranks:
             out = values.new_empty((size, *values.shape[1:]))
             out[index.to(values.device)] = values
             return out
-        device = values.device if dist.get_backend() != "nccl" else self.device
-        local = values.to(device)
+        local, index = values.to(self._comm), index.to(self._comm)
         parts = [torch.empty_like(local) for _ in range(self.world)]
-        indices = [torch.empty_like(index.to(device)) for _ in range(self.world)]
+        indices = [torch.empty_like(index) for _ in range(self.world)]
         dist.all_gather(parts, local)
-        dist.all_gather(indices, index.to(device))
+        dist.all_gather(indices, index)
         out = local.new_empty((size, *values.shape[1:]))
         out[torch.cat(indices)] = torch.cat(parts)
         return out.to(values.device)
@@ -81,14 +85,14 @@ class Ranks:
         if self.world == 1:
             return obj
         box = [obj]
-        dist.broadcast_object_list(box, src=0, device=self.device if dist.get_backend() == "nccl" else None)
+        dist.broadcast_object_list(box, src=0, device=self._comm)
         return box[0]
 
     def any(self, flag: bool) -> bool:
         """True on every rank when `flag` is True on some rank."""
         if self.world == 1:
             return flag
-        t = torch.tensor([float(flag)], device=self.device if dist.get_backend() == "nccl" else "cpu")
+        t = torch.tensor([float(flag)], device=self._comm)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         return bool(t.item())
 
@@ -96,8 +100,7 @@ class Ranks:
         """Each value averaged over the ranks."""
         if self.world == 1 or not values:
             return values
-        t = torch.tensor(list(values.values()), dtype=torch.float64,
-                         device=self.device if dist.get_backend() == "nccl" else "cpu")  # fmt: skip
+        t = torch.tensor(list(values.values()), dtype=torch.float64, device=self._comm)
         dist.all_reduce(t)
         return dict(zip(values, (t / self.world).tolist(), strict=True))
 

@@ -90,8 +90,8 @@ class Trainer:
         self.step, self.epochs_done = metrics["step"], epoch + 1
         metrics.update(epoch=epoch, images=batch.size, rollout_s=t_rollout,
                        update_s=time.perf_counter() - start - t_rollout, reward_s=batch.reward_s)  # fmt: skip
-        if len(batch.components) > 1:  # each component's mean beside the total
-            metrics.update({f"reward.{name}": mean for name, mean in batch.components.items()})
+        if len(batch.components) > 1:  # each component's mean beside the total (equal shards: mean of means)
+            metrics.update({f"reward.{name}": mean for name, mean in self.ranks.mean(batch.components).items()})
         return metrics
 
     def _rewarded(self, batch):

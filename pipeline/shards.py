@@ -27,7 +27,7 @@ from elborl.config import Params, RunnerConfig
 from elborl.errors import UserError
 from elborl.rollout import Rollout, epoch_batch, reward, sample_shard
 
-#: This worker process's loaded models: {"policy": (key, policy, digest), "reward": (key, mix)}.
+#: This worker process's loaded models: {"policy": {key, policy, digest}, "reward": (key, mix)}.
 _WORKER: dict[str, Any] = {}
 
 
@@ -62,14 +62,14 @@ def _worker_policy(params: Params, base: str, device: str | None, checkpoint_url
 
     key = json.dumps([base, params.model.model_dump(mode="json"), device])
     cached = _WORKER.get("policy")
-    if cached is None or cached[0] != key or (checkpoint_url is None and cached[2] != digest):
-        cached = (key, build_policy(params.model, base, device), digest if checkpoint_url is None else None)
-    policy = cached[1]
-    if cached[2] != digest:
-        checkpoint.load_sampling_weights(checkpoint_url, policy, digest, params.storage.options())
-        cached = (key, policy, digest)
-    _WORKER["policy"] = cached
-    return policy
+    if cached is None or cached["key"] != key or (checkpoint_url is None and cached["digest"] != digest):
+        # a fresh build holds the base's weights: the sampling weights of epoch 0
+        loaded = digest if checkpoint_url is None else None
+        cached = _WORKER["policy"] = {"key": key, "policy": build_policy(params.model, base, device), "digest": loaded}
+    if cached["digest"] != digest:
+        checkpoint.load_sampling_weights(checkpoint_url, cached["policy"], digest, params.storage.options())
+        cached["digest"] = digest
+    return cached["policy"]
 
 
 def _worker_reward(params: Params):
