@@ -78,17 +78,13 @@ def _epochs_on_dask(epochs: int) -> list[float]:
 def run_dask(epochs: int, workers: int, device: str | None) -> list[float]:
     """Epoch times with rollouts and rewards on a local Dask cluster of `workers` processes (the update
     in this process, with every core: the workers idle while it runs)."""
-    from prefect_dask import DaskTaskRunner
+    from pipeline.shards import Shards, task_runner
 
-    from pipeline.shards import Shards
-
-    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")
     params, rows, trainer = _setup(device)
     runner = params.runner.model_copy(update={"kind": "dask", "n_workers": workers})
     params = params.model_copy(update={"runner": runner})
     _DASK.update(trainer=trainer, shards=Shards(params, str(ROOT / "assets" / "base"), rows, trainer.policy.device))
-    cluster = {"n_workers": workers, "threads_per_worker": 1, "processes": True}
-    return _epochs_on_dask.with_options(task_runner=DaskTaskRunner(cluster_kwargs=cluster))(epochs)
+    return _epochs_on_dask.with_options(task_runner=task_runner(runner))(epochs)  # the train flow's own runner
 
 
 def _launch(args: list[str], env: dict) -> list[float]:
