@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/de
 from bench.report import rate_scores, read_rows, write_summary
 from bench.throughput import matmul_gflops
 from elborl.config import Params, route_overrides
-from elborl.evaluation import score_images
+from elborl.evaluation import off_target, score_images
 from elborl.io import atomic_write_text
 from elborl.train import Trainer, fit
 from elborl.world.prompts import make_prompt_sets
@@ -89,15 +89,6 @@ CONFIGS: dict[str, dict] = {
 # losses scale differently, get a sweep and keep the better rate.
 LRS: dict[str, list[float]] = {name: [2e-5] for name in CONFIGS}
 LRS.update({name: [2e-5, 1e-4] for name in ("trajectory/grpo/flow_sde", "trajectory/epg/flow_sde", "nft/dpm2")})
-
-
-def off_target(images: np.ndarray, background: tuple[int, int, int]) -> dict:
-    """Reward-hacking checks: background drift of the 2-pixel border and the pixel std, in [0, 1]."""
-    x = images.astype(np.float32) / 255  # (B, H, W, 3)
-    border = np.concatenate([x[:, :2].reshape(len(x), -1, 3), x[:, -2:].reshape(len(x), -1, 3),
-                             x[:, :, :2].reshape(len(x), -1, 3), x[:, :, -2:].reshape(len(x), -1, 3)], 1)  # fmt: skip
-    drift = np.abs(border - np.asarray(background, np.float32) / 255).mean()
-    return {"background_drift": float(drift), "pixel_std": float(x.std())}
 
 
 def evaluate(trainer: Trainer, test_rows: list[dict], background) -> dict:

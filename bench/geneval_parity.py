@@ -51,8 +51,11 @@ def parity(official: dict[str, dict], ours: dict[str, dict]) -> dict:
     scores = {name: summarize([{"tag": r[k]["tag"], "correct": bool(r[k]["correct"])} for k in shared])["overall"]
               for name, r in (("official", official), ("ours", ours))}  # fmt: skip
     agree = sum(bool(official[k]["correct"]) == bool(ours[k]["correct"]) for k in shared) / max(len(shared), 1)
-    return {"per_tag": per_tag, "overall": {"n": len(shared), "agree": agree, **scores},
-            "missing": sorted(official.keys() ^ ours.keys())}
+    return {
+        "per_tag": per_tag,
+        "overall": {"n": len(shared), "agree": agree, **scores},
+        "missing": sorted(official.keys() ^ ours.keys()),
+    }
 
 
 def table(result: dict) -> str:

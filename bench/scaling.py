@@ -132,8 +132,10 @@ def main(argv: list[str] | None = None) -> None:
             t = median(run_dask(args.epochs + 1, n, args.device))
             rows.append((f"Dask rollouts + rewards, {n} workers (update here)", n, threads, t, None))
 
-    print(f"\nReference epoch (16 prompts x 8 images, dpm2 10 steps, 9 ELBO terms), {cores} cores, "
-          f"device {args.device or 'cpu'}, median of {args.epochs} epochs after a warm-up.\n")
+    print(
+        f"\nReference epoch (16 prompts x 8 images, dpm2 10 steps, 9 ELBO terms), {cores} cores, "
+        f"device {args.device or 'cpu'}, median of {args.epochs} epochs after a warm-up.\n"
+    )
     print("| setup | processes | threads each | epoch s | ideal s | speedup vs 1 process |")
     print("|---|---|---|---|---|---|")
     for name, n, threads, t, ideal in rows:

@@ -94,8 +94,10 @@ def _read(url: str, options: StorageOptions | None) -> tuple[dict, dict[str, dic
         digest.update(data)
     if digest.hexdigest()[:16] != meta.get("digest"):  # a truncated or bit-flipped file is never loaded
         fix = "Delete this folder and run the same command again: the epoch that wrote it is recomputed"
-        raise CorruptCheckpoint(f"{url}: the files' digest {digest.hexdigest()[:16]} differs from state.json's "
-                                f"{meta.get('digest')} (a file was truncated or altered); not loaded. {fix}")
+        raise CorruptCheckpoint(
+            f"{url}: the files' digest {digest.hexdigest()[:16]} differs from state.json's "
+            f"{meta.get('digest')} (a file was truncated or altered); not loaded. {fix}"
+        )
     return meta, {n: load_bytes(data) for n, data in raw.items()}
 
 

@@ -211,6 +211,16 @@ class BaseConfig(Section):
         0.999, ge=0, lt=1, description="EMA decay (after a (1+k)/(10+k) warm-up) of the saved weights."
     )
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="Share of empty prompts (enables CFG).")
+    corpus: Literal["prompts", "web"] = Field(
+        "prompts",
+        description="Pretraining data: `prompts` = scenes of the RL train prompts, captioned by the prompt; "
+        "`web` = random scenes of every kind with vague or wrong captions (elborl/world/corpus.py).",
+    )
+    caption_omit: float = Field(0.3, ge=0, le=1, description="`web`: chance each attribute is left unsaid.")
+    caption_misstate: float = Field(0.15, ge=0, le=1, description="`web`: chance a stated attribute is wrong.")
+    caption_drop_object: float = Field(
+        0.15, ge=0, le=1, description="`web`: chance a two-object caption names only one object."
+    )
     logit_mean: float = Field(0.0, description="Mean of the logit-normal timestep density (SD3).")
     logit_std: float = Field(1.0, gt=0, description="Std of the logit-normal timestep density.")
     checkpoint_every: int = Field(250, ge=1, description="Steps between resumable checkpoints.")
@@ -367,6 +377,12 @@ class EvaluateConfig(Section):
     shift: float = Field(1.0, gt=0, description="Timestep shift of the sampler's grid (SD3.5's scheduler: 3).")
     seed: int = Field(0, description="Noise seed of the evaluation images.")
     grid_prompts: int = Field(16, ge=1, le=256, description="Test prompts shown in the sample grid.")
+    base_cfg_scale: float | None = Field(
+        4.5,
+        ge=1.0,
+        description="Also score the base sampled WITH classifier-free guidance at this scale (`base_cfg`), the "
+        "study's comparison: RL without CFG against the base with it (SD3.5's default 4.5); null to skip.",
+    )
     rewards: list[str] = Field(
         default_factory=list,
         description="Registered rewards (`rewards` section) whose means on the test images are reported for the "

@@ -109,3 +109,13 @@ def sample_layout(
         return cache.pop(i)
 
     write_layout(out, rows, counts, make_images)
+
+
+def off_target(images: np.ndarray, background: tuple[int, int, int]) -> dict:
+    """Reward-hacking checks on uint8 images (B, H, W, 3): the background drift (mean |pixel - background|
+    over the 2-pixel border, which no object reaches in most scenes) and the pixel std, both in [0, 1]."""
+    x = images.astype(np.float32) / 255  # (B, H, W, 3)
+    border = np.concatenate([x[:, :2].reshape(len(x), -1, 3), x[:, -2:].reshape(len(x), -1, 3),
+                             x[:, :, :2].reshape(len(x), -1, 3), x[:, :, -2:].reshape(len(x), -1, 3)], 1)  # fmt: skip
+    drift = np.abs(border - np.asarray(background, np.float32) / 255).mean()
+    return {"background_drift": float(drift), "pixel_std": float(x.std())}

@@ -259,8 +259,10 @@ def _pretrain(p: Params, out: Path, steps: int | None, device: str | None, warm_
                                     steps=cfg.eval_steps)  # fmt: skip
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if warm_start is not None and not (warm_start / "state.json").is_file():
-        raise UserError(f"{warm_start}: not a warm start (expected state.json, model and ema safetensors)")
+    if warm_start is not None and not ((warm_start / "state.json").is_file() or (warm_start / "transformer").is_dir()):
+        raise UserError(
+            f"{warm_start}: not a warm start (expected state.json, model and ema safetensors) nor a model folder"
+        )
     pretrain(train_rows, spec, cfg, out, evaluate, device=device, warm_start=warm_start)
     typer.echo(f"base: saved {out / 'model'}")
 

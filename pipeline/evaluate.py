@@ -21,8 +21,10 @@ from stages import evaluate as stage
 
 
 @task(name="score", task_run_name="score-{name}")
-def score_task(name: str, params_path: str, model: str, prompts: str, out: str, device: str | None = None):
-    """Strict GenEval of one model on the test prompts, and its block of the sample grid."""
+def score_task(name: str, params_path: str, model: str, prompts: str, out: str, device: str | None = None,
+               cfg_scale: float = 1.0):  # fmt: skip
+    """Strict GenEval of one model on the test prompts (CFG at `cfg_scale`), its off-target checks and its
+    block of the sample grid."""
     params = load_params(params_path)
     spec = WorldSpec.from_config(params.world)
     detector = build_detector(params.geneval.detector, spec, params.geneval)
@@ -31,12 +33,13 @@ def score_task(name: str, params_path: str, model: str, prompts: str, out: str, 
     check_classes(detector, rows, prompts)
     policy = build_policy(params.model, model, device, finetune="frozen")
     check_image_size(detector, policy.image_size, model)
-    summary = stage.score_model(policy, rows, detector, rules, params.evaluate, Path(out) / name)
+    summary = stage.score_model(policy, rows, detector, rules, params.evaluate, Path(out) / name, cfg_scale)
     rewards = {}
     if params.evaluate.rewards:  # the other rewards' means on the same test images
         mix = RewardMix(dict.fromkeys(params.evaluate.rewards, 1.0), RewardContext(params.rewards, detector, rules))
         rewards = stage.reward_means(Path(out) / name / "images", mix)
-    return summary, rewards, stage.grid_images(policy, rows, params.evaluate)
+    off = stage.off_target_of_folder(Path(out) / name / "images", spec.background)
+    return summary, rewards, off, stage.grid_images(policy, rows, params.evaluate, cfg_scale)
 
 
 @flow(name="elborl-evaluate")
@@ -66,16 +69,25 @@ def evaluate_flow(
     logger = get_run_logger()
     params = load_params(params_path)
     cfg = params.evaluate
-    models = {"base": base, "trained": model}
-    scored = {name: score_task(name, params_path, str(path), prompts, out, device) for name, path in models.items()}
-    table = stage.scores_table({name: summary for name, (summary, _, _) in scored.items()},
-                               {name: rewards for name, (_, rewards, _) in scored.items()})  # fmt: skip
-    stage.write_outputs(Path(out), table, stage.comparison_grid([block for _, _, block in scored.values()]))
+    # (name, model folder, CFG scale): the base with CFG is the study's bar for RL without it.
+    models = [("base", base, 1.0), ("trained", model, 1.0)]
+    if cfg.base_cfg_scale is not None:
+        models.insert(1, ("base_cfg", base, cfg.base_cfg_scale))
+    scored = {name: score_task(name, params_path, str(path), prompts, out, device, scale)
+              for name, path, scale in models}  # fmt: skip
+    table = stage.scores_table({name: s[0] for name, s in scored.items()}, {name: s[1] for name, s in scored.items()},
+                               {name: s[2] for name, s in scored.items()})  # fmt: skip
+    stage.write_outputs(Path(out), table, stage.comparison_grid([s[3] for s in scored.values()]))
     if "trained" in table:
+        guided = ""
+        if "base_cfg" in table:
+            guided = f"; the base with CFG {cfg.base_cfg_scale}: {table['base_cfg']['overall']:.3f}"
         tags = ", ".join(f"{t} {table['base'][t]:.3f}->{table['trained'][t]:.3f}"
                          for t in table["trained"] if t != "overall")  # fmt: skip
-        logger.info(f"evaluate: strict test GenEval {table['base']['overall']:.3f} -> "
-                    f"{table['trained']['overall']:.3f} ({tags})")  # fmt: skip
+        logger.info(f"evaluate: strict test GenEval without CFG {table['base']['overall']:.3f} -> "
+                    f"{table['trained']['overall']:.3f} ({tags}){guided}")  # fmt: skip
+    for name, o in table["off_target"].items():
+        logger.info(f"evaluate: {name} background drift {o['background_drift']:.4f}, pixel std {o['pixel_std']:.4f}")
     for name, r in table.get("rewards", {}).items():
         logger.info(f"evaluate: {name} {r['base']:.4f} -> {r['trained']:.4f}")
     if cfg.register_model:

@@ -1,10 +1,11 @@
-"""Stage `evaluate`: strict GenEval of the trained EMA checkpoint and of the base, side by side.
+"""Stage `evaluate`: strict GenEval of the trained EMA checkpoint (no CFG), of the base (no CFG) and of
+the base WITH CFG (`evaluate.base_cfg_scale`), side by side: the study's comparison in the user's run.
 
 For each model: sample the test prompts in GenEval's folder layout, score every image. Writes
-<out>/<name>/{images,results.jsonl,summary.json}, <out>/scores.json (overall and per tag, trained
-and base, and the means of the `evaluate.rewards` on the same images; a DVC metric), <out>/per_tag.csv
-and <out>/rewards.csv (DVC bar plots) and <out>/samples.png (the same test
-prompts and seeds, base row above trained row). Reads params: evaluate, model, world, geneval.
+<out>/<name>/{images,results.jsonl,summary.json}, <out>/scores.json (overall and per tag for trained,
+base and base_cfg, the off-target checks of each, and the means of the `evaluate.rewards` on the same
+images; a DVC metric), <out>/per_tag.csv and <out>/rewards.csv (DVC bar plots) and <out>/samples.png
+(the same test prompts and seeds, one row block per model). Reads params: evaluate, model, world, geneval.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 
 from elborl.config import EvaluateConfig
-from elborl.evaluation import images_per_prompt_by_tag, sample_layout
+from elborl.evaluation import images_per_prompt_by_tag, off_target, sample_layout
 from elborl.geneval_io import geneval_rows, iter_layout, load_image
 from elborl.grid import image_grid
 from elborl.io import atomic_write_text, save_png, write_json
@@ -27,18 +28,25 @@ from elborl.rewards.scoring import score_folder, write_scores
 
 
 def score_model(model, rows: list[dict], detector: Detector, rules: Rules, cfg: EvaluateConfig,
-                out: Path) -> dict | None:  # fmt: skip
-    """Sample `rows` with a (frozen) policy into `out/images`, score the GenEval ones into
-    `out/results.jsonl` and `out/summary.json` (None when no prompt is a GenEval one, e.g. ocr prompts)."""
+                out: Path, cfg_scale: float = 1.0) -> dict | None:  # fmt: skip
+    """Sample `rows` with a (frozen) policy into `out/images` (CFG at `cfg_scale`; 1.0 = off), score the
+    GenEval ones into `out/results.jsonl` and `out/summary.json` (None when no prompt is a GenEval one,
+    e.g. ocr prompts)."""
     per_tag = images_per_prompt_by_tag(rows, cfg.images_per_prompt, cfg.min_images_per_tag)
     with torch.inference_mode():
         sample_layout(model, rows, out / "images", [per_tag[m["tag"]] for m in rows], cfg.seed,
-                      sampler=cfg.sampler, steps=cfg.steps, shift=cfg.shift)  # fmt: skip
+                      sampler=cfg.sampler, steps=cfg.steps, shift=cfg.shift, cfg_scale=cfg_scale)  # fmt: skip
     if not geneval_rows(rows):
         return None
     results, summary = score_folder(out / "images", detector, rules)
     write_scores(out, results, summary)
     return summary
+
+
+def off_target_of_folder(images: Path, background: tuple[int, int, int]) -> dict[str, float]:
+    """`off_target` (background drift, pixel std) over every image of a GenEval-layout folder."""
+    paths = [path for folder in iter_layout(images) for path in folder.images]
+    return off_target(np.stack([load_image(p) for p in paths]), background)
 
 
 def reward_means(images: Path, mix: RewardMix, batch: int = 64) -> dict[str, float]:
@@ -53,12 +61,16 @@ def reward_means(images: Path, mix: RewardMix, batch: int = 64) -> dict[str, flo
     return {name: total / max(len(items), 1) for name, total in sums.items()}
 
 
-def scores_table(summaries: dict[str, dict], rewards: dict[str, dict[str, float]] | None = None) -> dict:
-    """{"trained": {"overall", per tag...}, "base": {...}, "gain": {...}} and, with `rewards` ({model:
-    {reward: mean}}), "rewards": {reward: {"base", "trained", "gain"}}."""
+def scores_table(summaries: dict[str, dict], rewards: dict[str, dict[str, float]] | None = None,
+                 off: dict[str, dict[str, float]] | None = None) -> dict:  # fmt: skip
+    """{"trained": {"overall", per tag...}, "base": {...}, ["base_cfg": {...}], "gain": {...}} and, with
+    `rewards` ({model: {reward: mean}}), "rewards": {reward: {"base", "trained", "gain"}}; with `off`
+    ({model: off_target measures}), "off_target": {model: {background_drift, pixel_std}}."""
     table = {name: {"overall": s["overall"], **s["per_tag"]} for name, s in summaries.items() if s is not None}
     if {"trained", "base"} <= table.keys():
         table["gain"] = {k: table["trained"][k] - table["base"][k] for k in table["trained"]}
+    if off:
+        table["off_target"] = off
     if rewards and {"trained", "base"} <= rewards.keys() and rewards["trained"]:
         base, trained = rewards["base"], rewards["trained"]
         table["rewards"] = {r: {"base": base[r], "trained": trained[r], "gain": trained[r] - base[r]} for r in trained}
@@ -73,20 +85,23 @@ def rewards_csv(table: dict) -> str:
 
 
 def per_tag_csv(table: dict) -> str:
-    """tag,base,trained rows (overall first), for the `dvc plots` bar chart."""
-    lines = ["tag,base,trained"]
+    """tag,base,base_cfg,trained rows (overall first; base_cfg = the base with CFG, nan when not scored),
+    for the `dvc plots` bar charts."""
+    lines = ["tag,base,base_cfg,trained"]
     for tag in table.get("trained", {}):
-        lines.append(f"{tag},{table.get('base', {}).get(tag, float('nan')):.4f},{table['trained'][tag]:.4f}")
+        base, base_cfg = (table.get(name, {}).get(tag, float("nan")) for name in ("base", "base_cfg"))
+        lines.append(f"{tag},{base:.4f},{base_cfg:.4f},{table['trained'][tag]:.4f}")
     return "\n".join(lines) + "\n"
 
 
-def grid_images(model, rows: list[dict], cfg: EvaluateConfig) -> np.ndarray:
+def grid_images(model, rows: list[dict], cfg: EvaluateConfig, cfg_scale: float = 1.0) -> np.ndarray:
     """One model's block of the comparison grid: the same test prompts and seeds for every model,
     uint8 (n, H, W, 3)."""
     shown = rows[:: max(1, len(rows) // cfg.grid_prompts)][: cfg.grid_prompts]
     seeds = [image_seed(cfg.seed, i, 0) for i in range(len(shown))]
     with torch.inference_mode():
-        return generate(model, [r["prompt"] for r in shown], seeds, cfg.sampler, cfg.steps, cfg.shift, progress=False)
+        return generate(model, [r["prompt"] for r in shown], seeds, cfg.sampler, cfg.steps, cfg.shift,
+                        cfg_scale=cfg_scale, progress=False)  # fmt: skip
 
 
 def comparison_grid(blocks: list[np.ndarray]) -> np.ndarray:

@@ -17,7 +17,9 @@ def test_dvc_repro_runs_stages_then_skips_them(clone):
         (clone / "data" / "prompts" / "test.jsonl").read_text().splitlines()
     )
     scores = json.loads((clone / "data" / "eval" / "scores.json").read_text())
-    assert set(scores) == {"base", "trained", "gain"} and "position" in scores["trained"]
+    assert set(scores) == {"base", "base_cfg", "trained", "gain", "off_target"} and "position" in scores["trained"]
+    assert scores["base_cfg"] != scores["base"]  # the base sampled with CFG 4.5: other images, other scores
+    assert set(scores["off_target"]) == {"base", "base_cfg", "trained"}
     metrics = sh("dvc", "metrics", "show", cwd=clone)
     assert "trained.overall" in metrics and "reward_mean" in metrics
     plots = sh("dvc", "plots", "show", "--json", cwd=clone)

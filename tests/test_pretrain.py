@@ -46,3 +46,19 @@ def test_warm_start_continues_from_an_export(tmp_path):
                     log=lambda s: None)  # fmt: skip
     c = more.state_dict()  # two more steps from the same start move the weights
     assert any(not torch.equal(b[k], c[k]) for k in b if b[k].is_floating_point())
+
+
+def test_warm_start_from_a_model_folder_and_web_corpus(tmp_path):
+    """`--warm-start` also takes a model folder (how the shipped base continued on the web corpus):
+    a step at lr 1e-12 gives the folder's weights back; web-corpus steps train from them."""
+    spec = WorldSpec.from_config()
+    rows, _ = make_prompt_sets(spec, PromptsConfig())
+    first = pretrain(rows, spec, BaseConfig(**TINY, steps=2), tmp_path / "a", log=lambda s: None)
+    same = pretrain(rows, spec, BaseConfig(**TINY, steps=1, lr=1e-12), tmp_path / "b",
+                    warm_start=tmp_path / "a" / "model", log=lambda s: None)  # fmt: skip
+    a, b = first.state_dict(), same.state_dict()
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-3) for k in a if a[k].is_floating_point())
+    web = pretrain(rows, spec, BaseConfig(**TINY, steps=2, corpus="web"), tmp_path / "c",
+                   warm_start=tmp_path / "a" / "model", log=lambda s: None)  # fmt: skip
+    c = web.state_dict()
+    assert any(not torch.allclose(b[k], c[k]) for k in b if b[k].is_floating_point())

@@ -26,6 +26,7 @@ from elborl.config import BaseConfig
 from elborl.io import atomic_dir
 from elborl.models.tiny import TinyConfig, TinyT2I
 from elborl.rewards.geneval import TAGS
+from elborl.world.corpus import web_batch
 from elborl.world.prompts import draw_tag_balanced
 from elborl.world.render import render
 from elborl.world.spec import WorldSpec
@@ -36,12 +37,19 @@ def tiny_config(cfg: BaseConfig, spec: WorldSpec) -> TinyConfig:
                       cfg.text_layers)  # fmt: skip
 
 
-def render_batch(rows: list[dict], spec: WorldSpec, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, list[str]]:
-    """`n` scenes of tag-balanced train prompts, rendered to (n, 3, H, W) in [-1, 1]."""
-    metas = draw_tag_balanced(rows, n, rng)
-    images = np.stack([render(m, spec, rng) for m in metas])  # (n, H, W, 3) uint8
+def render_batch(
+    rows: list[dict], spec: WorldSpec, n: int, rng: np.random.Generator, cfg: BaseConfig | None = None
+) -> tuple[torch.Tensor, list[str]]:
+    """`n` pretraining scenes rendered to (n, 3, H, W) in [-1, 1] with their captions: tag-balanced
+    train prompts (`corpus: prompts`), or the world's web-like corpus (`corpus: web`)."""
+    if cfg is not None and cfg.corpus == "web":
+        images, captions = web_batch(spec, cfg, n, rng)  # (n, H, W, 3) uint8
+    else:
+        metas = draw_tag_balanced(rows, n, rng)
+        images = np.stack([render(m, spec, rng) for m in metas])  # (n, H, W, 3) uint8
+        captions = [m["prompt"] for m in metas]
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (n, 3, H, W)
-    return x, [m["prompt"] for m in metas]
+    return x, captions
 
 
 def flow_matching_loss(
@@ -112,8 +120,15 @@ def export_warm_start(checkpoint: Path, dst: Path) -> None:
 
 
 def load_warm_start(src: Path, model: torch.nn.Module, ema: dict[str, torch.Tensor]) -> dict:
-    """Load what `export_warm_start` wrote; the optimizer starts fresh (with a new LR warm-up)."""
+    """Load what `export_warm_start` wrote, or a model folder (`save_pretrained`, e.g. the shipped base:
+    weights and EMA both its weights, step 0); the optimizer starts fresh (with a new LR warm-up)."""
     device = next(model.parameters()).device
+    if (Path(src) / "transformer").is_dir():
+        weights = TinyT2I.from_pretrained(src).state_dict()
+        model.load_state_dict(weights)
+        for k, v in weights.items():
+            ema[k].copy_(v.to(device))
+        return {"step": 0, "elapsed": 0.0, "warm_start_step": 0}
     model.load_state_dict(
         {k: v.float() if v.is_floating_point() else v for k, v in load_file(src / "model.safetensors").items()}
     )
@@ -168,7 +183,7 @@ def pretrain(
             group["lr"] = cfg.lr * min(1.0, (step - warm_step) / max(cfg.warmup, 1))
         rng = np.random.default_rng([cfg.seed, step])
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        x0, prompts = render_batch(rows, spec, cfg.batch_size, rng)
+        x0, prompts = render_batch(rows, spec, cfg.batch_size, rng, cfg)
         x0 = x0.to(device)
         loss = flow_matching_loss(model, x0, prompts, cfg, gen)
         opt.zero_grad(set_to_none=True)
