@@ -193,6 +193,7 @@ def base(
     out: Annotated[Path | None, typer.Option(help="Output folder [data/base; build/base with --train].")] = None,
     prompts: Annotated[Path, typer.Option(help="Test prompts, for the stage.")] = Path("data/prompts/test.jsonl"),
     steps: Annotated[int | None, typer.Option(help="Override base.steps (with --train).")] = None,
+    corpus: Annotated[str | None, typer.Option(help="Override base.corpus (with --train): prompts or web.")] = None,
     device: Annotated[str | None, typer.Option(help="Training device (default: cuda when available).")] = None,
     warm_start: Annotated[Path | None, typer.Option(help="With --train: continue from an exported warm start.")] = None,
     export_warm_start: Annotated[
@@ -226,7 +227,7 @@ def base(
         typer.echo(f"base: warm start written to {export_warm_start}")
         return
     if train:
-        _pretrain(p, out or Path("build/base"), steps, device, warm_start)
+        _pretrain(p, out or Path("build/base"), steps, corpus, device, warm_start)
         return
     from elborl.models.factory import check_model
 
@@ -237,7 +238,9 @@ def base(
     base_flow(str(params), str(prompts), str(out or Path("data/base")), _device(device))
 
 
-def _pretrain(p: Params, out: Path, steps: int | None, device: str | None, warm_start: Path | None) -> None:
+def _pretrain(
+    p: Params, out: Path, steps: int | None, corpus: str | None, device: str | None, warm_start: Path | None
+) -> None:
     import torch
 
     from elborl.evaluation import geneval_of_model
@@ -247,7 +250,10 @@ def _pretrain(p: Params, out: Path, steps: int | None, device: str | None, warm_
     from elborl.world.prompts import make_prompt_sets
 
     spec = _spec(p)
-    cfg = p.base if steps is None else p.base.model_copy(update={"steps": steps})
+    if corpus not in (None, "prompts", "web"):
+        raise UserError(f"--corpus: expected prompts or web, found {corpus!r}")
+    overrides = {k: v for k, v in {"steps": steps, "corpus": corpus}.items() if v is not None}
+    cfg = p.base.model_copy(update=overrides)
     train_rows, test_rows = make_prompt_sets(spec, p.prompts)
     detector = build_detector(p.geneval.detector, spec, p.geneval)
     rules = Rules.from_config(p.geneval)
