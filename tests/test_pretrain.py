@@ -62,3 +62,9 @@ def test_warm_start_from_a_model_folder_and_web_corpus(tmp_path):
                    warm_start=tmp_path / "a" / "model", log=lambda s: None)  # fmt: skip
     c = web.state_dict()
     assert any(not torch.allclose(b[k], c[k]) for k in b if b[k].is_floating_point())
+
+
+def test_bad_corpus_option_is_one_clear_error(cli, tmp_path):
+    code, _, err = cli("base", "--train", "--corpus", "webb", "--steps", "1", "--out", tmp_path / "b")
+    assert code == 2 and "--corpus: expected prompts or web, found 'webb'" in err and "Traceback" not in err
+    assert not (tmp_path / "b").exists()
