@@ -262,7 +262,8 @@ class TrainConfig(Section):
         gt=0,
         lt=1,
         description="AdamW learning rate (the reference's 3e-4 is for LoRA; full fine-tuning of "
-        "the tiny model drifts at >= 1e-4, bench/learning.py).",
+        "the tiny model drifts at >= 1e-4, bench/learning.py; params.yaml runs 5e-5, which climbs twice as "
+        "fast as 2e-5 from the shipped base, bench/results/diagnosis).",
     )
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(5.0, gt=0, description="Gradient-norm clip.")
