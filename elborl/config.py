@@ -212,7 +212,7 @@ class BaseConfig(Section):
     )
     caption_dropout: float = Field(0.1, ge=0, lt=1, description="Share of empty prompts (enables CFG).")
     corpus: Literal["prompts", "web"] = Field(
-        "prompts",
+        "web",
         description="Pretraining data: `prompts` = scenes of the RL train prompts, captioned by the prompt; "
         "`web` = random scenes of every kind with vague or wrong captions (elborl/world/corpus.py).",
     )
@@ -258,12 +258,12 @@ class TrainConfig(Section):
     nft_adv_max: float = Field(5.0, gt=0, description="DiffusionNFT's advantage clamp.")
     beta_kl: float = Field(1e-4, ge=0, description="KL-to-base weight (independent of adv_scale).")
     lr: float = Field(
-        2e-5,
+        5e-5,
         gt=0,
         lt=1,
         description="AdamW learning rate (the reference's 3e-4 is for LoRA; full fine-tuning of "
-        "the tiny model drifts at >= 1e-4, bench/learning.py; params.yaml runs 5e-5, which climbs twice as "
-        "fast as 2e-5 from the shipped base, bench/results/diagnosis).",
+        "the tiny model drifts at >= 1e-4, bench/learning.py; 5e-5 climbs twice as fast as 2e-5 from the "
+        "shipped base, bench/results/diagnosis).",
     )
     weight_decay: float = Field(1e-4, ge=0, description="AdamW weight decay.")
     grad_clip: float = Field(5.0, gt=0, description="Gradient-norm clip.")
@@ -280,9 +280,9 @@ class TrainConfig(Section):
     )
     prompts_per_epoch: int = Field(16, ge=1, description="P prompts per epoch.")
     group_size: int = Field(8, ge=2, description="G images per prompt (a group).")
-    epochs: int = Field(50, ge=1, description="Epochs (50: `make run` within ~25 minutes on 2 cores).")
+    epochs: int = Field(100, ge=1, description="Epochs (100: `make run` within ~25 minutes on 2 cores).")
     seed: int = Field(0, description="Seed of prompts, noise and timesteps.")
-    eval_every: int = Field(5, ge=0, description="Strict test GenEval of the EMA weights every E epochs (0 = off).")
+    eval_every: int = Field(10, ge=0, description="Strict test GenEval of the EMA weights every E epochs (0 = off).")
     eval_images_per_prompt: int = Field(1, ge=1, description="Images per test prompt in that evaluation.")
     eval_min_images_per_tag: int = Field(16, ge=0, description="At least this many images behind each tag mean.")
     checkpoints: str = Field(

@@ -51,5 +51,5 @@ def test_ocr_prompts_train_and_evaluate_through_the_stages(tmp_path, prefect_api
     _elborl("evaluate", "--params", p, "--prompts", prompts / "test.jsonl", "--model", train / "model",
             "--base", tmp_path / "base" / "model", "--run", train / "run.json", "--out", tmp_path / "eval")  # fmt: skip
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
-    assert set(scores) == {"rewards"} and set(scores["rewards"]["ocr"]) == {"base", "trained", "gain"}
+    assert set(scores) == {"rewards", "off_target"} and set(scores["rewards"]["ocr"]) == {"base", "trained", "gain"}
     assert (tmp_path / "eval" / "rewards.csv").read_text().startswith("reward,base,trained\nocr,")
