@@ -1,9 +1,10 @@
 """Does RL raise the reward of the prompts it trains on? A paired probe, from the shipped base.
 
 For each configuration (train params as JSON): draw P tag-balanced train prompts, measure the
-partial-credit reward of the EMA weights on S fixed noises per prompt, train E epochs on those
-prompts, measure again with the same noises. Prints one row per configuration: reward before,
-after, the paired gain and its standard error over prompts, the final KL to the base, wall time.
+partial-credit reward (--strict: the strict accuracy) of the EMA weights on S fixed noises per
+prompt, train E epochs on those prompts, measure again with the same noises. Prints one row per
+configuration: the measure before, after, the paired gain and its standard error over prompts, the
+final KL to the base, wall time.
 
     python bench/learning.py --epochs 12 '{"lr": 1e-4, "optimizer_steps": 4, "micro_batch": 16}' \
         '{"lr": 3e-4, "finetune": "lora"}'
@@ -26,22 +27,27 @@ import torch
 
 from elborl.config import Params, route_overrides
 from elborl.models.generate import generate, image_seed
-from elborl.rewards.geneval import partial_credit, select
+from elborl.rewards.geneval import evaluate, partial_credit, select
 from elborl.train import Trainer, ema_weights, fit
 from elborl.world.prompts import draw_tag_balanced, make_prompt_sets
 from elborl.world.spec import WorldSpec
 from stages.train import build_trainer
 
 
-def probe(trainer: Trainer, rows: list[dict], seeds: int) -> np.ndarray:
-    """Mean partial-credit reward per prompt of the EMA weights on fixed noises, (P,)."""
+def probe(trainer: Trainer, rows: list[dict], seeds: int, strict: bool = False) -> np.ndarray:
+    """Mean partial-credit reward (or strict GenEval accuracy) per prompt of the EMA weights on fixed
+    noises, (P,)."""
     metas = [m for m in rows for _ in range(seeds)]
     noise = [image_seed(7, i, j) for i in range(len(rows)) for j in range(seeds)]
     with torch.inference_mode(), ema_weights(trainer.policy, trainer.ema):
         images = generate(trainer.policy, [m["prompt"] for m in metas], noise, "dpm2", trainer.cfg.steps,
                           progress=False)  # fmt: skip
     det, rules = trainer.detector, trainer.rules
-    r = [partial_credit(select(det.detect(im), m["tag"], rules), m, rules) for im, m in zip(images, metas, strict=True)]
+
+    def judge(found: list, m: dict) -> float:
+        return float(evaluate(found, m, rules)[0]) if strict else partial_credit(found, m, rules)
+
+    r = [judge(select(det.detect(im), m["tag"], rules), m) for im, m in zip(images, metas, strict=True)]
     return np.array(r).reshape(len(rows), seeds).mean(1)
 
 
@@ -70,7 +76,16 @@ def paired_gain(train: dict, base: str, epochs: int, seeds: int = 32) -> tuple[f
     return float((probe(trainer, rows, seeds) - before).mean()), metrics
 
 
-def run(train: dict, base: str, prompts: int, group: int, epochs: int, seeds: int, tag: str | None = None) -> dict:
+def run(
+    train: dict,
+    base: str,
+    prompts: int,
+    group: int,
+    epochs: int,
+    seeds: int,
+    tag: str | None = None,
+    strict: bool = False,
+) -> dict:
     params = Params.model_validate(route_overrides({"prompts_per_epoch": prompts, "group_size": group, **train}))
     spec = WorldSpec.from_config(params.world)
     train_set, test_set = make_prompt_sets(spec, params.prompts)
@@ -79,14 +94,15 @@ def run(train: dict, base: str, prompts: int, group: int, epochs: int, seeds: in
     held_out = [m for m in test_set if m["tag"] == tag] if tag else []  # the tag's test prompts: transfer
     trainer = build_trainer(params, base, rows)
     start = time.perf_counter()
-    before, before_test = probe(trainer, rows, seeds), probe(trainer, held_out, seeds) if held_out else None
+    measure = lambda rows: probe(trainer, rows, seeds, strict)  # noqa: E731
+    before, before_test = measure(rows), measure(held_out) if held_out else None
     kl = fit(trainer, epochs, log=None)[-1]["kl"]
-    diff = probe(trainer, rows, seeds) - before
+    diff = measure(rows) - before
     out = {"config": json.dumps(train), "before": before.mean(), "after": before.mean() + diff.mean(),
            "gain": diff.mean(), "se": diff.std(ddof=1) / np.sqrt(len(diff)), "kl": kl,
            "seconds": time.perf_counter() - start}  # fmt: skip
     if held_out:
-        d = probe(trainer, held_out, seeds) - before_test
+        d = measure(held_out) - before_test
         out.update(test_before=before_test.mean(), test_gain=d.mean(), test_se=d.std(ddof=1) / np.sqrt(len(d)))
     return out
 
@@ -101,6 +117,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--seeds", type=int, default=16)
     ap.add_argument("--tag", default=None, help="draw the P train prompts from this tag only (e.g. colors)")
+    ap.add_argument("--strict", action="store_true", help="measure strict GenEval accuracy, not partial credit")
     args = ap.parse_args()
     if args.margin:
         print("| seed | paired gain | max kl | s |\n|---|---|---|---|")
@@ -118,7 +135,7 @@ def main() -> None:
     print(f"| config | before | after | gain | +- se | kl | s |{test}\n|---|---|---|---|---|---|---|"
           + "---|---|---|" * bool(args.tag))  # fmt: skip
     for cfg in args.configs:
-        r = run(json.loads(cfg), args.base, args.prompts, args.group, args.epochs, args.seeds, args.tag)
+        r = run(json.loads(cfg), args.base, args.prompts, args.group, args.epochs, args.seeds, args.tag, args.strict)
         extra = f" {r['test_before']:.3f} | {r['test_gain']:+.3f} | {r['test_se']:.3f} |" if "test_gain" in r else ""
         print(f"| `{r['config']}` | {r['before']:.3f} | {r['after']:.3f} | {r['gain']:+.3f} | {r['se']:.3f} | "
               f"{r['kl']:.1e} | {r['seconds']:.0f} |{extra}", flush=True)  # fmt: skip

@@ -111,11 +111,21 @@ def sample_layout(
     write_layout(out, rows, counts, make_images)
 
 
-def off_target(images: np.ndarray, background: tuple[int, int, int]) -> dict:
-    """Reward-hacking checks on uint8 images (B, H, W, 3): the background drift (mean |pixel - background|
-    over the 2-pixel border, which no object reaches in most scenes) and the pixel std, both in [0, 1]."""
+def off_target(images: np.ndarray, background: tuple[int, int, int], tol: float = 0.1) -> dict:
+    """Reward-hacking checks on uint8 images (B, H, W, 3), all in [0, 1].
+
+    - background_drift: mean |pixel - background| over the 2-pixel border (channel mean, pixels in [0, 1]);
+      objects may touch the canvas edge (most rendered scenes have one that does), so it is the sum of:
+    - border_objects: share of border pixels farther than `tol` from the background (objects drawn at the
+      edge: larger or more objects than the world draws), and
+    - background_tint: mean |pixel - background| over the other border pixels (a tinted canvas).
+    - pixel_std: the std of every pixel value.
+    """
     x = images.astype(np.float32) / 255  # (B, H, W, 3)
     border = np.concatenate([x[:, :2].reshape(len(x), -1, 3), x[:, -2:].reshape(len(x), -1, 3),
                              x[:, :, :2].reshape(len(x), -1, 3), x[:, :, -2:].reshape(len(x), -1, 3)], 1)  # fmt: skip
-    drift = np.abs(border - np.asarray(background, np.float32) / 255).mean()
-    return {"background_drift": float(drift), "pixel_std": float(x.std())}
+    dist = np.abs(border - np.asarray(background, np.float32) / 255).mean(-1)  # (B, N) per border pixel
+    objects = dist > tol
+    tint = float(dist[~objects].mean()) if (~objects).any() else 0.0
+    return {"background_drift": float(dist.mean()), "border_objects": float(objects.mean()),
+            "background_tint": tint, "pixel_std": float(x.std())}  # fmt: skip

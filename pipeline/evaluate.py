@@ -87,7 +87,10 @@ def evaluate_flow(
         logger.info(f"evaluate: strict test GenEval without CFG {table['base']['overall']:.3f} -> "
                     f"{table['trained']['overall']:.3f} ({tags}){guided}")  # fmt: skip
     for name, o in table["off_target"].items():
-        logger.info(f"evaluate: {name} background drift {o['background_drift']:.4f}, pixel std {o['pixel_std']:.4f}")
+        logger.info(
+            f"evaluate: {name} background drift {o['background_drift']:.4f} (border objects "
+            f"{o['border_objects']:.3f}, tint {o['background_tint']:.4f}), pixel std {o['pixel_std']:.4f}"
+        )
     for name, r in table.get("rewards", {}).items():
         logger.info(f"evaluate: {name} {r['base']:.4f} -> {r['trained']:.4f}")
     if cfg.register_model:

@@ -44,7 +44,7 @@ def score_model(model, rows: list[dict], detector: Detector, rules: Rules, cfg: 
 
 
 def off_target_of_folder(images: Path, background: tuple[int, int, int]) -> dict[str, float]:
-    """`off_target` (background drift, pixel std) over every image of a GenEval-layout folder."""
+    """`off_target` (background drift and its parts, pixel std) over every image of a GenEval-layout folder."""
     paths = [path for folder in iter_layout(images) for path in folder.images]
     return off_target(np.stack([load_image(p) for p in paths]), background)
 
@@ -65,7 +65,7 @@ def scores_table(summaries: dict[str, dict], rewards: dict[str, dict[str, float]
                  off: dict[str, dict[str, float]] | None = None) -> dict:  # fmt: skip
     """{"trained": {"overall", per tag...}, "base": {...}, ["base_cfg": {...}], "gain": {...}} and, with
     `rewards` ({model: {reward: mean}}), "rewards": {reward: {"base", "trained", "gain"}}; with `off`
-    ({model: off_target measures}), "off_target": {model: {background_drift, pixel_std}}."""
+    ({model: off_target measures}), "off_target": {model: {background_drift, border_objects, ...}}."""
     table = {name: {"overall": s["overall"], **s["per_tag"]} for name, s in summaries.items() if s is not None}
     if {"trained", "base"} <= table.keys():
         table["gain"] = {k: table["trained"][k] - table["base"][k] for k in table["trained"]}

@@ -278,3 +278,19 @@ def test_small_tags_get_more_images_per_prompt():
     rows = [{"tag": "single_object"}] + [{"tag": "counting"}] * 3 + [{"tag": "color_attr"}] * 200
     assert images_per_prompt_by_tag(rows, 1, 32) == {"single_object": 32, "counting": 11, "color_attr": 1}
     assert images_per_prompt_by_tag(rows, 4, 0) == {"single_object": 4, "counting": 4, "color_attr": 4}
+
+
+def test_off_target_splits_border_drift_into_edge_objects_and_tint():
+    from elborl.evaluation import off_target
+
+    grey = (128, 128, 128)
+    clean = np.full((2, 8, 8, 3), 128, np.uint8)  # (B, H, W, 3)
+    assert off_target(clean, grey) == {"background_drift": 0.0, "border_objects": 0.0, "background_tint": 0.0,
+                                       "pixel_std": 0.0}  # fmt: skip
+    edge = clean.copy()
+    edge[:, 0, :] = 255  # an object along the top edge: 12 of the 64 strip pixels (corners lie in two strips)
+    tinted = np.full((2, 8, 8, 3), 138, np.uint8)  # the whole canvas 10 levels off: under the object tolerance
+    e, t = off_target(edge, grey), off_target(tinted, grey)
+    assert e["border_objects"] == pytest.approx(12 / 64) and e["background_tint"] == 0.0
+    assert t["border_objects"] == 0.0 and t["background_tint"] == pytest.approx(10 / 255, rel=1e-5)
+    assert e["background_drift"] == pytest.approx(12 / 64 * 127 / 255, rel=1e-5)
