@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         trainer.load(ckpt)
         print(f"resumed after epoch {trainer.epochs_done}")
     (out / "overrides.json").write_text(json.dumps(overrides) + "\n")
-    state = {"train_s": 0.0, "start": time.perf_counter()}
+    # train_s is cumulative over resumes: it goes on from the last evaluation's value
+    last = list(csv.DictReader(curve.open())) if curve.exists() else []
+    state = {"train_s": float(last[-1]["train_s"]) if last else 0.0, "start": time.perf_counter()}
 
     def row(epoch: int, metrics: dict | None) -> None:
         r = {"epoch": epoch, "train_s": round(state["train_s"], 1), "kl": metrics["kl"] if metrics else 0.0}
