@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -279,6 +279,12 @@ class TrainConfig(Section):
         "two GenEval ones) or a weighted mix {name: weight} (a plain weighted sum of raw scores).",
     )
     prompts_per_epoch: int = Field(16, ge=1, description="P prompts per epoch.")
+    tag_weights: dict[str, Annotated[float, Field(ge=0)]] = Field(
+        default_factory=dict,
+        description="Relative weight of each prompt tag in an epoch's draw (a tag not named: 1; {} = every tag "
+        "equally often), e.g. {single_object: 0.5, counting: 2}: fewer samples where the base already "
+        "succeeds, more where it fails.",
+    )
     group_size: int = Field(8, ge=2, description="G images per prompt (a group).")
     epochs: int = Field(100, ge=1, description="Epochs (100: `make run` within ~25 minutes on 2 cores).")
     seed: int = Field(0, description="Seed of prompts, noise and timesteps.")

@@ -66,7 +66,7 @@ class Rollout:
 def epoch_batch(rows: list[dict], cfg: TrainConfig, epoch: int) -> tuple[list[dict], torch.Tensor]:
     """The whole batch of an epoch, the same on every rank: P prompts drawn from (seed, epoch), each
     repeated G times. Returns (metadata (B), group ids (B,))."""
-    prompts = draw_tag_balanced(rows, cfg.prompts_per_epoch, np.random.default_rng([cfg.seed, epoch]))
+    prompts = draw_tag_balanced(rows, cfg.prompts_per_epoch, np.random.default_rng([cfg.seed, epoch]), cfg.tag_weights)
     metadata = [m for m in prompts for _ in range(cfg.group_size)]
     return metadata, torch.arange(len(prompts)).repeat_interleave(cfg.group_size)  # (B,)
 

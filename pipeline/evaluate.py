@@ -73,6 +73,8 @@ def evaluate_flow(
     models = [("base", base, 1.0), ("trained", model, 1.0)]
     if cfg.base_cfg_scale is not None:
         models.insert(1, ("base_cfg", base, cfg.base_cfg_scale))
+    else:  # dvc.yaml declares data/eval/base_cfg: say why it holds no images
+        stage.write_skipped(Path(out) / "base_cfg", "evaluate.base_cfg_scale is null: the base was not scored with CFG")
     scored = {name: score_task(name, params_path, str(path), prompts, out, device, scale)
               for name, path, scale in models}  # fmt: skip
     table = stage.scores_table({name: s[0] for name, s in scored.items()}, {name: s[1] for name, s in scored.items()},

@@ -10,6 +10,7 @@ images; a DVC metric), <out>/per_tag.csv and <out>/rewards.csv (DVC bar plots) a
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +117,12 @@ def write_outputs(out: Path, table: dict, grid: np.ndarray) -> None:
     atomic_write_text(out / "per_tag.csv", per_tag_csv(table))
     atomic_write_text(out / "rewards.csv", rewards_csv(table))
     save_png(out / "samples.png", grid)
+
+
+def write_skipped(folder: Path, why: str) -> None:
+    """A declared output folder that this run leaves empty, holding `SKIPPED.txt` with the reason (a stale
+    folder from an earlier run with other params is replaced)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    atomic_write_text(folder / "SKIPPED.txt", why + "\n")

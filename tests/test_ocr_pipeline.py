@@ -32,7 +32,8 @@ def test_ocr_prompts_train_and_evaluate_through_the_stages(tmp_path, prefect_api
         "base": {"eval_steps": 2},
         "train": {"reward": "ocr", "epochs": 1, "prompts_per_epoch": 2, "group_size": 2, "steps": 2,
                   "eval_every": 1, "checkpoints": str(tmp_path / "ckpt")},
-        "evaluate": {"images_per_prompt": 1, "steps": 2, "grid_prompts": 3, "rewards": ["ocr"]},
+        "evaluate": {"images_per_prompt": 1, "steps": 2, "grid_prompts": 3, "rewards": ["ocr"],
+                     "base_cfg_scale": None},
         "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
     }  # fmt: skip
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -53,3 +54,6 @@ def test_ocr_prompts_train_and_evaluate_through_the_stages(tmp_path, prefect_api
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert set(scores) == {"rewards", "off_target"} and set(scores["rewards"]["ocr"]) == {"base", "trained", "gain"}
     assert (tmp_path / "eval" / "rewards.csv").read_text().startswith("reward,base,trained\nocr,")
+    # no CFG comparison asked: dvc.yaml's declared base_cfg output exists and says why it is empty
+    assert set(scores["off_target"]) == {"base", "trained"}
+    assert "base_cfg_scale is null" in (tmp_path / "eval" / "base_cfg" / "SKIPPED.txt").read_text()

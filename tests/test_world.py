@@ -6,7 +6,7 @@ import pytest
 
 from elborl.config import PromptsConfig, WorldConfig
 from elborl.rewards.geneval import TAGS, relative_position
-from elborl.world.prompts import make_prompt_sets
+from elborl.world.prompts import draw_tag_balanced, make_prompt_sets
 from elborl.world.render import draw, layout, render_images
 from elborl.world.spec import COLORS, WorldSpec
 from tests.conftest import ROOT
@@ -78,6 +78,19 @@ def test_prompt_sets_seeded(spec):
     counts = collections.Counter(m["tag"] for m in train)
     # Tags share the cap evenly; a tag with fewer train prompts than its share gives the rest away.
     assert len(train) == 60 and set(counts) == set(TAGS) and max(counts.values()) <= 14
+
+
+def test_tag_weights_shift_the_draw_and_name_a_mistyped_tag(spec):
+    train, _ = make_prompt_sets(spec, PromptsConfig())
+    draw = lambda w: collections.Counter(m["tag"] for m in draw_tag_balanced(train, 6000, np.random.default_rng(0), w))  # noqa: E731
+    uniform = draw(None)
+    assert uniform == draw({}) and all(900 < c < 1100 for c in uniform.values())  # {} = the unweighted draws
+    weighted = draw({"single_object": 0, "counting": 3})  # counting 3 / 7 of the draws, the other four 1 / 7
+    assert "single_object" not in weighted and 2400 < weighted["counting"] < 2750 and 750 < weighted["position"] < 950
+    with pytest.raises(ValueError, match=r"tag_weights: \['countng'\] not among"):
+        draw({"countng": 2})
+    with pytest.raises(ValueError, match="weighs 0"):
+        draw(dict.fromkeys(TAGS, 0))
 
 
 def test_prompts_cli(tmp_path, prefect_api):

@@ -13,6 +13,8 @@ import random
 from collections import defaultdict
 from collections.abc import Hashable
 
+import numpy as np
+
 from elborl.config import PromptsConfig
 from elborl.rewards.geneval import RELATIONS, TAGS
 from elborl.world.shapes import plural
@@ -147,15 +149,26 @@ def _cap_train(train: dict[str, list[dict]], cap: int, rng: random.Random) -> li
     return [m for tag in TAGS for m in rng.sample(train[tag], quota[tag])]
 
 
-def draw_tag_balanced(rows: list[dict], n: int, rng) -> list[dict]:
-    """`n` prompts: a tag uniformly, then a prompt of that tag uniformly (tags are very unequal in size).
+def draw_tag_balanced(rows: list[dict], n: int, rng, weights: dict[str, float] | None = None) -> list[dict]:
+    """`n` prompts: a tag (uniformly, or in proportion to `weights`), then a prompt of that tag uniformly
+    (tags are very unequal in size).
 
     Args:
         rows: GenEval metadata to draw from.
         n: How many.
         rng: numpy Generator.
+        weights: Relative weight of each tag (`train.tag_weights`); a tag not named weighs 1. None or {}
+            draws the tags uniformly (the same draws as without weights).
     """
     present = {m["tag"] for m in rows}
     tags = [t for t in TAGS if t in present] + sorted(present - set(TAGS))  # GenEval's order, then others (ocr)
     by_tag = {t: [m for m in rows if m["tag"] == t] for t in tags}
-    return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in rng.integers(len(tags), size=n)]
+    if not weights:
+        return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in rng.integers(len(tags), size=n)]
+    if unknown := sorted(set(weights) - present):
+        raise ValueError(f"train.tag_weights: {unknown} not among the train prompts' tags {tags}")
+    w = np.array([weights.get(t, 1.0) for t in tags], dtype=np.float64)
+    if w.sum() <= 0:
+        raise ValueError(f"train.tag_weights: every tag of the train prompts ({tags}) weighs 0")
+    picks = rng.choice(len(tags), size=n, p=w / w.sum())
+    return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in picks]
