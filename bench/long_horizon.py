@@ -2,7 +2,8 @@
 
 Trains the `train` section of a params file from the shipped base on the world's train prompts and,
 every `--eval-every` epochs, measures the EMA weights on the test prompts twice: CFG off (what RL
-trains) and CFG `--cfg` (the base's own best guided sampling), strict GenEval per tag. Appends one row
+trains) and CFG `--cfg` (the base's own best guided sampling), strict GenEval per tag and the off-target
+checks (background drift and its parts, pixel std). Appends one row
 per evaluation to `<out>/curve.csv`, checkpoints every evaluation to `<out>/checkpoint` (a killed run
 continues from there, with the same weights as an uninterrupted one) and exports the EMA model to
 `<out>/model` at the end (for `bench/group_signal.py --model`).
@@ -26,18 +27,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/lo
 
 from elborl import checkpoint
 from elborl.config import load_params, route_overrides
-from elborl.evaluation import geneval_of_model
+from elborl.evaluation import geneval_images, off_target, score_images
 from elborl.train import ema_weights, fit
 from elborl.world.prompts import make_prompt_sets
 from elborl.world.spec import WorldSpec
 from stages.train import build_trainer, export_model
 
 
-def evaluate(trainer, test_rows: list[dict], cfg_scale: float) -> dict:
-    """Strict test GenEval of the EMA weights (dpm2, the train steps, 1 image per prompt, >= 16 per tag)."""
+def evaluate(trainer, test_rows: list[dict], cfg_scale: float, background) -> dict:
+    """Strict test GenEval of the EMA weights (dpm2, the train steps, 1 image per prompt, >= 16 per tag):
+    {"overall", tag..., "background_drift", "border_objects", "background_tint", "pixel_std"}."""
     with torch.inference_mode(), ema_weights(trainer.policy, trainer.ema):
-        return geneval_of_model(trainer.policy, test_rows, trainer.detector, 1, 0, trainer.rules, 16, sampler="dpm2",
-                                steps=trainer.cfg.steps, cfg_scale=cfg_scale, progress=False)  # fmt: skip
+        metas, images = geneval_images(trainer.policy, test_rows, 1, 0, 16, sampler="dpm2", steps=trainer.cfg.steps,
+                                       cfg_scale=cfg_scale, progress=False)  # fmt: skip
+    s = score_images(images, metas, trainer.detector, trainer.rules)
+    return {"overall": s["overall"], **s["per_tag"], **off_target(images, background)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,9 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     def row(epoch: int, metrics: dict | None) -> None:
         r = {"epoch": epoch, "train_s": round(state["train_s"], 1), "kl": metrics["kl"] if metrics else 0.0}
         for name, scale in (("nocfg", 1.0), ("cfg", args.cfg)):
-            s = evaluate(trainer, test_rows, scale)
-            r[f"{name}.overall"] = s["overall"]
-            r.update({f"{name}.{tag}": v for tag, v in s["per_tag"].items()})
+            r.update({f"{name}.{k}": v for k, v in evaluate(trainer, test_rows, scale, spec.background).items()})
         new = not curve.exists()
         with curve.open("a", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(r))

@@ -139,3 +139,22 @@ def test_a_scheduler_without_run_slots_is_refused_at_once():
     check_workers({"tcp://w:1": {"resources": {"run": 1, "GPU": 1}}}, "tcp://s:8786")
     with pytest.raises(SystemExit, match="no worker with the resource run=1"):  # they would wait forever
         check_workers({"tcp://w:1": {"resources": {}}, "tcp://w:2": {}}, "tcp://s:8786")
+
+
+def test_long_horizon_resumes_with_cumulative_time_and_off_target_columns(tmp_path):
+    from bench import long_horizon
+
+    out = tmp_path / "lh"
+    tiny = ["--set", "prompts_per_epoch=2", "--set", "group_size=2", "--set", "steps=2", "--set", "optimizer_steps=1",
+            "--set", f'checkpoints="{tmp_path / "ckpt"}"', "--eval-every", "1", "--out", str(out)]  # fmt: skip
+    long_horizon.main(["--epochs", "1", *tiny])
+    long_horizon.main(["--epochs", "2", *tiny])  # resumes after epoch 1: one more epoch, one more row
+    with (out / "curve.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["0", "1", "2"]
+    t = [float(r["train_s"]) for r in rows]
+    assert t[0] == 0 < t[1] < t[2]  # the resumed run goes on from epoch 1's time, not from 0
+    for r in rows:
+        assert 0 <= float(r["nocfg.overall"]) <= 1 and 0 <= float(r["cfg.position"]) <= 1
+        assert 0 <= float(r["nocfg.border_objects"]) <= 1 and float(r["cfg.pixel_std"]) > 0
+    assert (out / "model").is_dir()
