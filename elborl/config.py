@@ -292,7 +292,7 @@ class TrainConfig(Section):
         "succeeds, more where it fails.",
     )
     group_size: int = Field(8, ge=2, description="G images per prompt (a group).")
-    epochs: int = Field(100, ge=1, description="Epochs (100: `make run` within ~25 minutes on 2 cores).")
+    epochs: int = Field(100, ge=1, description="Epochs (100: `make run` in 25-33 min on 2 cores, install included).")
     seed: int = Field(0, description="Seed of prompts, noise and timesteps.")
     eval_every: int = Field(10, ge=0, description="Strict test GenEval of the EMA weights every E epochs (0 = off).")
     eval_images_per_prompt: int = Field(1, ge=1, description="Images per test prompt in that evaluation.")
