@@ -163,12 +163,15 @@ def draw_tag_balanced(rows: list[dict], n: int, rng, weights: dict[str, float] |
     present = {m["tag"] for m in rows}
     tags = [t for t in TAGS if t in present] + sorted(present - set(TAGS))  # GenEval's order, then others (ocr)
     by_tag = {t: [m for m in rows if m["tag"] == t] for t in tags}
-    if not weights:
-        return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in rng.integers(len(tags), size=n)]
-    if unknown := sorted(set(weights) - present):
+    picks = rng.integers(len(tags), size=n) if not weights else _weighted_tags(tags, weights, n, rng)
+    return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in picks]
+
+
+def _weighted_tags(tags: list[str], weights: dict[str, float], n: int, rng) -> np.ndarray:
+    """`n` indices into `tags`, each drawn with probability proportional to its weight (default 1)."""
+    if unknown := sorted(set(weights) - set(tags)):
         raise ValueError(f"train.tag_weights: {unknown} not among the train prompts' tags {tags}")
     w = np.array([weights.get(t, 1.0) for t in tags], dtype=np.float64)
     if w.sum() <= 0:
         raise ValueError(f"train.tag_weights: every tag of the train prompts ({tags}) weighs 0")
-    picks = rng.choice(len(tags), size=n, p=w / w.sum())
-    return [by_tag[tags[i]][rng.integers(len(by_tag[tags[i]]))] for i in picks]
+    return rng.choice(len(tags), size=n, p=w / w.sum())
